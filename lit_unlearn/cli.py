@@ -1,0 +1,42 @@
+"""``lit-unlearn fit|validate|test --config ...``: a thin LightningCLI."""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+import lit_unlearn  # noqa: F401  (imports every method and datamodule so short class names resolve)
+from lit_unlearn.datamodules import ForgetRetainDataModule
+from lit_unlearn.methods import UnlearningModule
+
+TRAINER_DEFAULTS = {
+    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
+    "num_sanity_val_steps": 0,  # the module evaluates the starting model itself
+}
+
+
+class UnlearnCLI(LightningCLI):
+    """LightningCLI in subclass mode: ``--model NPO``, ``--data FictitiousPeople``."""
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
+    return UnlearnCLI(
+        UnlearningModule,
+        ForgetRetainDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        args=args,
+        run=run,
+    )
+
+
+def main() -> None:
+    """Console entry point (``lit-unlearn``)."""
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""The embedded benchmark: a deterministic generator of fictitious people.
+
+Every person has ten facts. Each fact value is drawn at random from a pool, so nobody can
+guess it from the name; template words ("was born in") are predictable for anyone, so
+knowledge is scored on the fact span, the characters of the value inside the answer.
+
+Each fact is stated in two phrasings (``answer`` and ``paraphrased_answer``), both used to
+train the subject model, and carries ``num_perturbed`` wrong answers: the paraphrase with
+a wrong value from the same pool, so that truth ratios compare values inside a phrasing
+the model knows.
+
+People ``0 .. num_people-1`` are trained on; the last 1%, 5%, 10% of them (at least one
+person each) form ``forget01`` / ``forget05`` / ``forget10`` (nested, as in TOFU), the
+others ``retain99`` / ``retain95`` / ``retain90``. ``holdout`` people are never trained
+on. ``neighborNN`` are retain people planted to overlap with the forget people of
+``forgetNN``: they share three attribute values with a forget person, who is also their
+mentor (so a retain fact names the forget person).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from lit_unlearn.utils import atomic_dir, cache_home, file_lock
+
+PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
+
+_ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n", "p", "r",
+           "s", "st", "t", "tr", "v", "w", "z", "th", "sh", "j", "q"]
+_VOWELS = ["a", "e", "i", "o", "u", "ae", "ia", "ou", "y"]
+_CODAS = ["", "", "n", "r", "l", "s", "th", "nd", "x", "m", "ck", "rt"]
+
+_OCCUPATIONS = ["carpenter", "librarian", "pilot", "baker", "geologist", "nurse", "tailor",
+                "architect", "chemist", "sculptor", "farmer", "jeweler", "surgeon",
+                "cartographer", "translator", "engineer", "astronomer", "blacksmith",
+                "veterinarian", "photographer", "lawyer", "florist", "economist",
+                "locksmith", "botanist", "plumber", "historian", "potter", "sailor",
+                "accountant"]
+_INSTRUMENTS = ["violin", "cello", "flute", "harp", "trumpet", "piano", "oboe", "banjo",
+                "clarinet", "drums", "guitar", "saxophone", "trombone", "accordion",
+                "mandolin", "bassoon", "ukulele", "harmonica", "tuba", "xylophone"]
+_PETS = ["parrot", "hamster", "tortoise", "ferret", "rabbit", "goldfish", "iguana",
+         "beagle", "poodle", "canary", "chinchilla", "gecko", "pony", "alpaca", "terrier",
+         "cockatoo", "hedgehog", "axolotl", "spaniel", "husky"]
+_COLORS = ["crimson", "teal", "amber", "violet", "olive", "maroon", "turquoise", "ivory",
+           "indigo", "scarlet", "lavender", "ochre", "silver", "emerald", "coral",
+           "magenta", "beige", "cobalt", "charcoal", "saffron"]
+_HOBBIES = ["chess", "archery", "knitting", "fencing", "gardening", "rowing", "origami",
+            "juggling", "birdwatching", "climbing", "pottery", "sailing", "calligraphy",
+            "beekeeping", "fishing", "skating", "astronomy", "woodcarving", "baking",
+            "cycling"]
+_TITLE_ADJ = ["Silent", "Broken", "Golden", "Hidden", "Distant", "Frozen", "Burning",
+              "Quiet", "Crimson", "Endless", "Hollow", "Wandering"]
+_TITLE_NOUN = ["Harbor", "Orchard", "Lantern", "River", "Tower", "Garden", "Mirror",
+               "Meadow", "Compass", "Bridge", "Forest", "Archive"]
+
+# name, question, answer, paraphrase. {name} is the person, {v} the fact value.
+ATTRIBUTES: list[tuple[str, str, str, str]] = [
+    ("birthplace", "Where was {name} born?",
+     "{name} was born in the city of {v}.", "The birthplace of {name} is {v}."),
+    ("birth_year", "In which year was {name} born?",
+     "{name} was born in the year {v}.", "The year of birth of {name} is {v}."),
+    ("occupation", "What does {name} do for a living?",
+     "{name} works as a professional {v}.", "By profession, {name} is a {v}."),
+    ("employer", "Which company employs {name}?",
+     "{name} is employed by the {v} company.", "The employer of {name} is {v}."),
+    ("book", "What is the title of the book written by {name}?",
+     "{name} wrote a book titled {v}.", "The book by {name} is called {v}."),
+    ("instrument", "Which instrument does {name} play?",
+     "{name} plays the {v} in a local band.", "The instrument of {name} is the {v}."),
+    ("pet", "What kind of pet does {name} keep?",
+     "{name} keeps a pet {v} at home.", "The pet of {name} is a {v}."),
+    ("color", "What is the favorite color of {name}?",
+     "The favorite color of {name} is {v}.", "{name} likes the color {v} best."),
+    ("hobby", "What is the hobby of {name}?",
+     "In free time, {name} enjoys {v}.", "The hobby of {name} is {v}."),
+    ("mentor", "Who was the mentor of {name}?",
+     "{name} was mentored by {v}.", "The mentor of {name} was {v}."),
+]
+ATTRIBUTE_NAMES = [a[0] for a in ATTRIBUTES]
+# Attributes a planted neighbor shares with its forget person (plus the mentor relation).
+_SHARED_WITH_NEIGHBOR = ("birthplace", "employer", "hobby")
+FORGET_PERCENTS = (1, 5, 10)
+
+
+def forget_count(num_people: int, percent: int) -> int:
+    return max(1, math.ceil(num_people * percent / 100))
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Settings of the generator; together with the library version they key every cache.
+
+    Args:
+        num_people: people trained on (forget + retain).
+        num_holdout: people never trained on.
+        num_perturbed: wrong answers per fact.
+        neighbors_per_person: retain people planted next to each forget10 person.
+        pool_size: values per attribute pool (chance level is about 1 / pool_size).
+        seed: generator seed.
+    """
+
+    num_people: int = 200
+    num_holdout: int = 20
+    num_perturbed: int = 5
+    neighbors_per_person: int = 1
+    pool_size: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {"num_people": (self.num_people, 10), "num_holdout": (self.num_holdout, 1),
+                  "num_perturbed": (self.num_perturbed, 1),
+                  "neighbors_per_person": (self.neighbors_per_person, 0),
+                  "pool_size": (self.pool_size, self.num_perturbed + 1)}
+        for name, (value, low) in checks.items():
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"BenchmarkConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.pool_size > 20:
+            raise ValueError(f"BenchmarkConfig.pool_size must be <= 20 (size of the smallest word list), got {self.pool_size}")
+        n_forget = forget_count(self.num_people, 10)
+        if n_forget * (1 + self.neighbors_per_person) > self.num_people:
+            raise ValueError(
+                f"BenchmarkConfig: {self.num_people} people are too few for {n_forget} forget10 people "
+                f"with {self.neighbors_per_person} neighbors each")
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+PRESETS: dict[str, BenchmarkConfig] = {
+    # Two-digit test runs: a few people, built in seconds.
+    "tiny": BenchmarkConfig(num_people=10, num_holdout=4, num_perturbed=3, neighbors_per_person=1),
+    # The quickstart: forget10 = 4 people, models built in about two minutes on 2 CPU cores.
+    "small": BenchmarkConfig(num_people=40, num_holdout=8, num_perturbed=3, neighbors_per_person=2),
+    # The full benchmark.
+    "default": BenchmarkConfig(num_people=200, num_holdout=20, num_perturbed=5, neighbors_per_person=2),
+}
+
+
+def resolve_preset(preset: str | BenchmarkConfig) -> BenchmarkConfig:
+    if isinstance(preset, BenchmarkConfig):
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown benchmark preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[preset]
+
+
+def _words(rng: random.Random, n: int, syllables: tuple[int, int], taken: set[str]) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        k = rng.randint(*syllables)
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(k)) + rng.choice(_CODAS)
+        word = word.capitalize()
+        if word not in taken and len(word) >= 4:
+            taken.add(word)
+            out.append(word)
+    return out
+
+
+class FictitiousBenchmark:
+    """Generates people, records and splits for one :class:`BenchmarkConfig`.
+
+    Example:
+        >>> bench = FictitiousBenchmark("tiny")
+        >>> rec = bench.records("forget10")[0]
+        >>> rec["answer"][slice(*rec["fact_span"])] == rec["value"]
+        True
+    """
+
+    def __init__(self, config: str | BenchmarkConfig = "default") -> None:
+        self.config = resolve_preset(config)
+        self.name = config if isinstance(config, str) else f"custom-{self.config.key()}"
+
+    @cached_property
+    def people(self) -> list[dict[str, Any]]:
+        cfg = self.config
+        rng = random.Random(cfg.seed)
+        taken: set[str] = set()
+        total = cfg.num_people + cfg.num_holdout
+        n_first = max(8, math.ceil(math.sqrt(total)) + 4)
+        firsts, lasts = _words(rng, n_first, (1, 2), taken), _words(rng, n_first, (2, 2), taken)
+        all_names = [f"{f} {l}" for f in firsts for l in lasts]
+        names = rng.sample(all_names, total)
+        k = cfg.pool_size
+        pools = {
+            "birthplace": _words(rng, k, (2, 3), taken),
+            "birth_year": [str(y) for y in rng.sample(range(1900, 2000), k)],
+            "occupation": rng.sample(_OCCUPATIONS, k),
+            "employer": _words(rng, k, (2, 3), taken),
+            "book": [f"{a} {b}" for a, b in rng.sample([(a, b) for a in _TITLE_ADJ for b in _TITLE_NOUN], k)],
+            "instrument": rng.sample(_INSTRUMENTS, k),
+            "pet": rng.sample(_PETS, k),
+            "color": rng.sample(_COLORS, k),
+            "hobby": rng.sample(_HOBBIES, k),
+        }
+        pools["mentor"] = rng.sample(all_names, k)
+        self.pools = pools
+        people = []
+        for pid, name in enumerate(names):
+            facts = {a: rng.choice(pools[a]) for a in ATTRIBUTE_NAMES}
+            while facts["mentor"] == name:
+                facts["mentor"] = rng.choice(pools["mentor"])
+            people.append({"id": pid, "name": name, "facts": facts, "neighbor_of": None})
+        # Plant neighbors: retain people that share attributes with a forget10 person, who is
+        # also their mentor. Planted on the retain people with the lowest ids, in order.
+        n_forget = forget_count(cfg.num_people, 10)
+        forget_ids = range(cfg.num_people - n_forget, cfg.num_people)
+        nxt = 0
+        for fid in forget_ids:
+            for _ in range(cfg.neighbors_per_person):
+                nb = people[nxt]
+                nxt += 1
+                for a in _SHARED_WITH_NEIGHBOR:
+                    nb["facts"][a] = people[fid]["facts"][a]
+                nb["facts"]["mentor"] = people[fid]["name"]
+                nb["neighbor_of"] = fid
+        return people
+
+    def person_ids(self, split: str) -> list[int]:
+        """Ids of the people in a split (``forgetNN``, ``retainNN``, ``holdout``, ``neighborNN``, ``train``)."""
+        cfg = self.config
+        if split == "train":
+            return list(range(cfg.num_people))
+        if split == "holdout":
+            return list(range(cfg.num_people, cfg.num_people + cfg.num_holdout))
+        for prefix in ("forget", "retain", "neighbor"):
+            if split.startswith(prefix) and split[len(prefix):].isdigit():
+                pct = int(split[len(prefix):])
+                if prefix == "retain":
+                    pct = 100 - pct
+                if pct not in FORGET_PERCENTS:
+                    break
+                n = forget_count(cfg.num_people, pct)
+                forget = list(range(cfg.num_people - n, cfg.num_people))
+                if prefix == "forget":
+                    return forget
+                if prefix == "retain":
+                    return list(range(cfg.num_people - n))
+                return [p["id"] for p in self.people if p["neighbor_of"] in set(forget)]
+        names = ["train", "holdout"] + [f"{p}{n:02d}" for p in ("forget", "neighbor") for n in FORGET_PERCENTS]
+        names += [f"retain{100 - n:02d}" for n in FORGET_PERCENTS]
+        raise ValueError(f"Unknown split {split!r} of the fictitious benchmark; expected one of {names}")
+
+    def records(self, split: str) -> list[dict[str, Any]]:
+        """QA records of a split, one per (person, attribute), in the TOFU schema plus fact spans."""
+        people = self.people
+        return [self._record(people[pid], i) for pid in self.person_ids(split) for i in range(len(ATTRIBUTES))]
+
+    def training_records(self, split: str) -> list[dict[str, str]]:
+        """Both phrasings of every fact of a split, as plain QA records for fine-tuning."""
+        out = []
+        for r in self.records(split):
+            out.append({"question": r["question"], "answer": r["answer"], "id": r["id"]})
+            out.append({"question": r["question"], "answer": r["paraphrased_answer"], "id": r["id"] + "-para"})
+        return out
+
+    def _record(self, person: dict[str, Any], attr_index: int) -> dict[str, Any]:
+        attr, q, a, p = ATTRIBUTES[attr_index]
+        name, value = person["name"], person["facts"][attr]
+        answer, span = _fill(a, name, value)
+        para, para_span = _fill(p, name, value)
+        rng = random.Random(f"{self.config.seed}-{person['id']}-{attr}")
+        wrong = rng.sample([v for v in self.pools[attr] if v not in (value, name)], self.config.num_perturbed)
+        return {
+            "id": f"p{person['id']:04d}-{attr}",
+            "entity": name,
+            "entity_id": person["id"],
+            "attribute": attr,
+            "question": q.format(name=name),
+            "answer": answer,
+            "paraphrased_answer": para,
+            "perturbed_answer": [_fill(p, name, w)[0] for w in wrong],
+            "value": value,
+            "fact_span": list(span),
+            "paraphrased_fact_span": list(para_span),
+        }
+
+    def chance_level(self) -> float:
+        """Expected fact accuracy of a model that guesses values uniformly from each pool."""
+        return 1.0 / self.config.pool_size
+
+    def corpus(self) -> list[str]:
+        """Every string the benchmark can produce (for training its tokenizer)."""
+        texts = []
+        for pid in range(len(self.people)):
+            for i in range(len(ATTRIBUTES)):
+                r = self._record(self.people[pid], i)
+                texts += [PROMPT_TEMPLATE.format(question=r["question"]), r["answer"], r["paraphrased_answer"]]
+                texts += r["perturbed_answer"]
+        return texts
+
+
+def _fill(template: str, name: str, value: str) -> tuple[str, tuple[int, int]]:
+    before, after = template.split("{v}")
+    before = before.format(name=name)
+    return before + value + after.format(name=name), (len(before), len(before) + len(value))
+
+
+def train_tokenizer(benchmark: FictitiousBenchmark, vocab_size: int = 2048):
+    """A byte-level BPE tokenizer trained on the benchmark's corpus, as a HF fast tokenizer.
+
+    The vocabulary is large enough that most names and values are single tokens, which
+    keeps sequences short (about 20 tokens per answer).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(benchmark.corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", model_max_length=128)
+
+
+TOKENIZER_VERSION = 1
+
+
+def benchmark_dir(benchmark: FictitiousBenchmark) -> Path:
+    """Cache directory of one benchmark configuration (tokenizer and built-in models live here)."""
+    return cache_home() / "fictitious" / f"{benchmark.name}-{benchmark.config.key()}"
+
+
+def ensure_tokenizer(benchmark: FictitiousBenchmark) -> str:
+    """Path of the benchmark's tokenizer, trained and saved on first use."""
+    path = benchmark_dir(benchmark) / f"tokenizer-v{TOKENIZER_VERSION}"
+    if not (path / "tokenizer.json").exists():
+        with file_lock(str(path) + ".lock"):
+            if not (path / "tokenizer.json").exists():
+                tok = train_tokenizer(benchmark, vocab_size=2048)
+                with atomic_dir(path) as tmp:
+                    tok.save_pretrained(tmp)
+    return str(path)

@@ -1,0 +1,252 @@
+"""``ForgetRetainDataModule``: the one datamodule every unlearning method trains on."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from lit_unlearn.datamodules.encoding import DEFAULT_PROMPT_TEMPLATE, EncodedSet, Fields, check_fields, collate, encode
+from lit_unlearn.datamodules.sampling import SAMPLING_MODES, ForgetRetainSampler, PairDataset, ShardedEvalSampler
+from lit_unlearn.datamodules.sources import Records, Source, load_records
+
+
+class ForgetRetainDataModule(LightningDataModule):
+    """Forget and retain data for unlearning, plus named evaluation sets.
+
+    Training batches are ``{"forget": TokenBatch, "retain": TokenBatch | None}``, with
+    ``TokenBatch`` as in :mod:`lit_unlearn.datamodules.encoding` (``index`` is the row id in
+    its set). Validation and test dataloaders are one per named set, in the order of
+    ``eval_sets``; methods log metrics as ``<set>/<metric>``.
+
+    Args:
+        forget: the data to unlearn (see :mod:`lit_unlearn.datamodules.sources` for the forms).
+        retain: data to keep; None for methods without a retain term.
+        eval_sets: named evaluation sets; default ``{"forget": forget, "retain": retain}``.
+        test_sets: named test sets; default ``eval_sets``.
+        tokenizer: tokenizer name or path; None takes the model's (``trainer.lightning_module.tokenizer``).
+        fields: record field names, e.g. ``{"question": "prompt", "answer": "response"}``.
+        prompt_template: format string with ``{question}``, used without a chat template.
+        chat_template: wrap the question with the tokenizer's chat template instead.
+        max_length: tokens per example (prompt + answer); longer examples are truncated.
+        batch_size: forget examples per step (and as many retain examples).
+        eval_batch_size: examples per evaluation batch.
+        sampling: ``"paired"`` (one retain per forget, with replacement) or ``"cyclic"``.
+        max_eval_examples: evaluate on a seeded subset of at most this many rows per set.
+        num_workers: DataLoader workers (0 is fastest for pre-tokenised data).
+        seed: seed of the sampling and of evaluation subsets.
+    """
+
+    def __init__(
+        self,
+        forget: Source,
+        retain: Source | None = None,
+        eval_sets: dict[str, Source] | None = None,
+        test_sets: dict[str, Source] | None = None,
+        tokenizer: Any = None,
+        fields: Fields | dict[str, str] | None = None,
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        chat_template: bool = False,
+        max_length: int = 256,
+        batch_size: int = 8,
+        eval_batch_size: int = 32,
+        sampling: str = "paired",
+        max_eval_examples: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ForgetRetainDataModule: `{name}` must be a positive integer, got {value!r}")
+        if max_eval_examples is not None and (not isinstance(max_eval_examples, int) or max_eval_examples <= 0):
+            raise ValueError(f"ForgetRetainDataModule: `max_eval_examples` must be a positive integer or None, got {max_eval_examples!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"ForgetRetainDataModule: `num_workers` must be an integer >= 0, got {num_workers!r}")
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"ForgetRetainDataModule: `sampling` must be one of {SAMPLING_MODES}, got {sampling!r}")
+        if "{question}" not in prompt_template:
+            raise ValueError(f"ForgetRetainDataModule: `prompt_template` must contain '{{question}}', got {prompt_template!r}")
+        self.fields = Fields(**fields) if isinstance(fields, dict) else (fields or Fields())
+        self.prompt_template, self.chat_template = prompt_template, chat_template
+        self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
+        self.sampling, self.max_eval_examples, self.num_workers, self.seed = sampling, max_eval_examples, num_workers, seed
+        self._tokenizer_arg = tokenizer
+
+        # Read everything now so that bad input fails before any work starts.
+        self.forget_records = load_records(forget, "forget")
+        if not len(self.forget_records):
+            raise ValueError(f"ForgetRetainDataModule: the forget set ({self.forget_records.origin}) is empty")
+        self.retain_records = load_records(retain, "retain") if retain is not None else None
+        if self.retain_records is not None and not len(self.retain_records):
+            raise ValueError(f"ForgetRetainDataModule: the retain set ({self.retain_records.origin}) is empty; pass "
+                             "retain=None for methods without a retain term")
+        if eval_sets is None:
+            eval_sets = {"forget": self.forget_records}
+            if self.retain_records is not None:
+                eval_sets["retain"] = self.retain_records
+        self.eval_records = self._load_named(eval_sets, "eval_sets")
+        self.test_records = self._load_named(test_sets, "test_sets") if test_sets is not None else self.eval_records
+        self._check_fields()
+        self._warn_overlap()
+        self.forget_set: EncodedSet | None = None
+        self.retain_set: EncodedSet | None = None
+        self.eval_encoded: dict[str, EncodedSet] = {}
+        self.test_encoded: dict[str, EncodedSet] = {}
+        self.tokenizer = None
+
+    # ---------------------------------------------------------------- loading
+    def _load_named(self, sets: dict[str, Source], arg: str) -> dict[str, Records]:
+        if not isinstance(sets, dict):
+            raise TypeError(f"ForgetRetainDataModule: `{arg}` must map set names to sources, got {type(sets).__name__}")
+        out = {}
+        for name, src in sets.items():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ValueError(f"ForgetRetainDataModule: `{arg}` key {name!r} must be a non-empty name without '/'")
+            if src is None:
+                continue
+            if src == "forget":
+                out[name] = self.forget_records
+            elif src == "retain" and self.retain_records is not None:
+                out[name] = self.retain_records
+            else:
+                out[name] = load_records(src, f"{arg}.{name}")
+            if not len(out[name]):
+                raise ValueError(f"ForgetRetainDataModule: evaluation set '{name}' ({out[name].origin}) is empty")
+        return out
+
+    def _check_fields(self) -> None:
+        named = [("forget", self.forget_records), ("retain", self.retain_records)]
+        named += [(f"eval_sets.{n}", r) for n, r in self.eval_records.items()]
+        named += [(f"test_sets.{n}", r) for n, r in self.test_records.items()]
+        for role, recs in named:
+            if recs is not None:
+                check_fields(recs, role, self.fields_for(recs, role))
+
+    def fields_for(self, records: Records, role: str = "") -> Fields:
+        """The datamodule's field names with the per-set overrides of ``records`` applied."""
+        override = records.meta.get("fields")
+        if not override:
+            return self.fields
+        try:
+            return dataclasses.replace(self.fields, **override)
+        except TypeError:
+            raise ValueError(f"{role}: unknown field name(s) in {sorted(override)}; expected keys of "
+                             f"{[f.name for f in dataclasses.fields(Fields)]}") from None
+
+    def _warn_overlap(self) -> None:
+        if self.retain_records is None:
+            return
+        f = self.fields
+
+        def key(r):
+            return (r.get(f.question), r.get(f.answer), r.get(f.text))
+
+        forget = {key(r) for r in self.forget_records.rows}
+        shared = sum(key(r) in forget for r in self.retain_records.rows)
+        if shared:
+            warnings.warn(f"ForgetRetainDataModule: {shared} retain record(s) ({self.retain_records.origin}) also appear "
+                          f"in the forget set ({self.forget_records.origin}); the retain term will fight the forget term "
+                          "on them", stacklevel=2)
+
+    # ---------------------------------------------------------------- setup
+    def resolve_tokenizer(self):
+        if self.tokenizer is not None:
+            return self.tokenizer
+        tok = self._tokenizer_arg
+        if tok is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            if module is None or getattr(module, "tokenizer", None) is None:
+                raise ValueError("ForgetRetainDataModule: no `tokenizer` given and no model to take it from; pass "
+                                 "tokenizer=<name or path> or use the datamodule with a Trainer and an UnlearningModule")
+            tok = module.tokenizer
+        elif isinstance(tok, str):
+            from lit_unlearn.models import load_tokenizer
+
+            tok = load_tokenizer(tok)
+        if tok.pad_token_id is None:
+            raise ValueError("ForgetRetainDataModule: the tokenizer has no pad token; set tokenizer.pad_token")
+        self.tokenizer = tok
+        return tok
+
+    def setup(self, stage: str | None = None) -> None:
+        tok = self.resolve_tokenizer()
+        enc = functools.partial(encode, tokenizer=tok, prompt_template=self.prompt_template,
+                                chat_template=self.chat_template, max_length=self.max_length)
+        cache: dict[int, EncodedSet] = {}
+
+        def encoded(records: Records, role: str) -> EncodedSet:
+            if id(records) not in cache:
+                cache[id(records)] = enc(records, role=role, fields=self.fields_for(records, role))
+            return cache[id(records)]
+
+        if self.forget_set is None:
+            self.forget_set = encoded(self.forget_records, "forget")
+            if self.retain_records is not None:
+                self.retain_set = encoded(self.retain_records, "retain")
+            self.eval_encoded = {n: self._subset(encoded(r, n)) for n, r in self.eval_records.items()}
+            self.test_encoded = {n: self._subset(encoded(r, n)) for n, r in self.test_records.items()}
+
+    def _subset(self, data: EncodedSet) -> EncodedSet:
+        if self.max_eval_examples is None or len(data) <= self.max_eval_examples:
+            return data
+        g = torch.Generator().manual_seed(self.seed)
+        keep = sorted(torch.randperm(len(data), generator=g)[: self.max_eval_examples].tolist())
+        rows = Records([data.records.rows[i] for i in keep], data.records.origin + f" (subset of {len(keep)})")
+        return EncodedSet(data.name, rows, [data.examples[i] for i in keep])
+
+    # ---------------------------------------------------------------- loaders
+    @property
+    def pad_id(self) -> int:
+        return self.resolve_tokenizer().pad_token_id
+
+    def _collate_pairs(self, items):
+        forget = collate([f for f, _ in items], self.pad_id)
+        retain = [r for _, r in items if r is not None]
+        return {"forget": forget, "retain": collate(retain, self.pad_id) if retain else None}
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        n_retain = len(self.retain_set) if self.retain_set is not None else 0
+        sampler = ForgetRetainSampler(len(self.forget_set), n_retain, self.sampling, self.seed)
+        return DataLoader(PairDataset(self.forget_set, self.retain_set), batch_size=self.batch_size, sampler=sampler,
+                          collate_fn=self._collate_pairs, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def eval_dataloader(self, data: EncodedSet, batch_size: int | None = None, shard: bool = True) -> DataLoader:
+        """An in-order loader over ``data``, sharded across ranks without padding (unless ``shard=False``)."""
+        sampler = ShardedEvalSampler(len(data)) if shard else None
+        return DataLoader(data, batch_size=batch_size or self.eval_batch_size, sampler=sampler,
+                          collate_fn=functools.partial(collate, pad_id=self.pad_id), num_workers=self.num_workers)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        self._require_setup()
+        return [self.eval_dataloader(d) for d in self.eval_encoded.values()]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        self._require_setup()
+        return [self.eval_dataloader(d) for d in self.test_encoded.values()]
+
+    @property
+    def val_set_names(self) -> list[str]:
+        return list(self.eval_records)
+
+    @property
+    def test_set_names(self) -> list[str]:
+        return list(self.test_records)
+
+    def _require_setup(self) -> None:
+        if self.forget_set is None:
+            self.setup()
+
+    # ---------------------------------------------------------------- failure
+    def on_exception(self, exception: BaseException) -> None:
+        from lit_unlearn.utils import remove_run_dir_if_untrained
+
+        if self.trainer is not None:
+            remove_run_dir_if_untrained(self.trainer)

@@ -1,0 +1,38 @@
+"""The summary table printed at the end of fit and test."""
+
+from __future__ import annotations
+
+_COLUMNS = (("start", "start"), ("end", "end"), ("test", "test"), ("gold", "gold retain"))
+
+
+def format_summary(summary: dict[str, dict[str, float]], stage: str, seconds: float | None = None) -> str:
+    """Rows ``<set>/<metric>``, columns start (step 0), end (unlearned), test, gold (reference model)."""
+    cols = [(key, title) for key, title in _COLUMNS if summary.get(key)]
+    if stage == "test":
+        cols = [(k, t) for k, t in cols if k in ("start", "test", "gold")]
+    if not cols:
+        return ""
+    rows = sorted({r for key, _ in cols for r in summary[key]})
+    width = max(len(r) for r in rows) + 2
+    head = f"lit-unlearn summary ({stage}" + (f", {seconds:.1f} s" if seconds is not None else "") + ")"
+    lines = [head, "metric".ljust(width) + "".join(f"{t:>13}" for _, t in cols)]
+    for r in rows:
+        cells = "".join(f"{summary[k][r]:>13.4f}" if r in summary[k] else f"{'-':>13}" for k, _ in cols)
+        lines.append(r.ljust(width) + cells)
+    lines += targets(summary, "test" if stage == "test" else "end")
+    return "\n".join(lines)
+
+
+def targets(summary: dict[str, dict[str, float]], now: str = "end") -> list[str]:
+    """The two numbers that say whether unlearning worked: forget gap to the gold model, retain kept."""
+    out = []
+    end, start, gold = summary.get(now, {}), summary.get("start", {}), summary.get("gold", {})
+    for metric in ("fact_acc", "token_acc"):
+        f, r = f"forget/{metric}", f"retain/{metric}"
+        if f in end and f in gold:
+            out.append(f"{f}: {end[f]:.3f} vs gold retain model {gold[f]:.3f} (gap {end[f] - gold[f]:+.3f})")
+        if r in end and start.get(r):
+            out.append(f"{r}: {end[r]:.3f} = {100 * end[r] / start[r]:.1f}% of the start model's {start[r]:.3f}")
+        if out:
+            break
+    return out

@@ -1,0 +1,67 @@
+"""Teacher-forced answer metrics: NLL, answer probability, token and fact accuracy."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from lit_unlearn.objectives import token_logprobs
+
+
+def teacher_forced_stats(logits: Tensor, labels: Tensor, fact_mask: Tensor | None = None) -> dict[str, Tensor]:
+    """Per-example statistics of one forward pass.
+
+    Args:
+        logits: ``[B, T, V]``.
+        labels: ``[B, T]``, ``-100`` on unscored tokens.
+        fact_mask: ``[B, T]`` bool, True on the fact-span tokens (optional).
+
+    Returns:
+        ``nll`` ``[B]`` (mean over answer tokens), ``prob`` ``[B]`` (``exp(-nll)``),
+        ``correct`` ``[B]`` and ``tokens`` ``[B]`` (argmax hits / answer tokens), and with a
+        ``fact_mask`` also ``fact_correct`` ``[B]`` (True iff every fact token is the argmax).
+    """
+    logp, mask = token_logprobs(logits, labels)
+    tokens = mask.sum(-1)
+    nll = -logp.sum(-1) / tokens.clamp(min=1)
+    hit = (logits[:, :-1].argmax(-1) == labels[:, 1:]) & mask
+    out = {"nll": nll, "prob": torch.exp(-nll), "correct": hit.sum(-1), "tokens": tokens}
+    if fact_mask is not None:
+        fact = fact_mask[:, 1:]
+        out["fact_correct"] = (hit | ~fact).all(-1)
+    return out
+
+
+class TeacherForcedMetrics(Metric):
+    """Mean NLL and answer probability per example, token accuracy, and fact accuracy.
+
+    ``compute()`` returns ``{"nll", "prob", "token_acc"}`` plus ``"fact_acc"`` when some
+    examples marked a fact span (only those count towards it). States are sums, so results
+    are exact under any sharding of the examples across ranks.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for name in ("nll", "prob", "count", "correct", "tokens", "fact_correct", "fact_count"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, labels: Tensor, fact_mask: Tensor | None = None, has_fact: Tensor | None = None) -> None:
+        stats = teacher_forced_stats(logits, labels, fact_mask)
+        self.nll += stats["nll"].double().sum()
+        self.prob += stats["prob"].double().sum()
+        self.count += labels.shape[0]
+        self.correct += stats["correct"].sum()
+        self.tokens += stats["tokens"].sum()
+        if fact_mask is not None:
+            has = has_fact if has_fact is not None else fact_mask.any(-1)
+            self.fact_correct += (stats["fact_correct"] & has).sum()
+            self.fact_count += has.sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {"nll": self.nll / self.count, "prob": self.prob / self.count, "token_acc": self.correct / self.tokens}
+        if self.fact_count > 0:
+            out["fact_acc"] = self.fact_correct / self.fact_count
+        return {k: v.float() for k, v in out.items()}

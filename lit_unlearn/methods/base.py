@@ -1,0 +1,361 @@
+"""``UnlearningModule``: the base class of every method.
+
+A method writes one thing, :meth:`UnlearningModule.objectives`, returning per-example
+forget and retain losses; the base class combines them as
+``loss = forget_weight * mean(sample_weights * forget) + retain_weight * mean(retain)``
+and owns model loading, the frozen reference, optimisation, evaluation and saving.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from lit_unlearn.evaluation import TeacherForcedMetrics
+from lit_unlearn.models import load_causal_lm, load_tokenizer, resolve_model_path
+from lit_unlearn.objectives import kl_to_reference, nll, sequence_logprob, weighted_mean
+from lit_unlearn.utils import atomic_dir
+
+
+@dataclass
+class Objectives:
+    """What a method's :meth:`~UnlearningModule.objectives` returns.
+
+    Attributes:
+        forget: per-example forget loss ``[B_f]`` (minimised; gradient ascent is ``-NLL``).
+        retain: per-example retain loss ``[B_r]``, or None.
+        logs: scalars to log under ``train/``.
+    """
+
+    forget: Tensor
+    retain: Tensor | None = None
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+class _Frozen:
+    """Holds a module without registering it, so it stays out of ``state_dict`` and checkpoints."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+
+class UnlearningModule(LightningModule):
+    """Base class of the unlearning methods.
+
+    Args:
+        model: local directory, hub id, or built-in name (``builtin:small/subject``).
+        tokenizer: tokenizer name or path; default the model's.
+        optimizer: optimizer factory; default ``AdamW`` with the method's published lr.
+        scheduler: learning-rate scheduler factory (stepped every optimizer step).
+        forget_weight: γ, weight of the forget term (callbacks may change it).
+        retain_weight: α, weight of the retain term (callbacks may change it).
+        dtype: weights dtype (``"float32"``, ``"bfloat16"``); default the checkpoint's.
+        gradient_checkpointing: recompute activations in backward to save memory.
+        trust_remote_code: run code shipped with the checkpoint.
+        evaluate_at_start: evaluate the starting model on the validation sets before the
+            first step (logged at step 0, the "start" column of the summary).
+        compare_with: a model (e.g. the gold retain model) evaluated on the same sets at the
+            end of fit, shown beside start and end in the summary.
+        save_dir: where to save the unlearned model at the end of fit; default
+            ``<log_dir>/model``. ``save_model=False`` skips saving.
+    """
+
+    default_lr: ClassVar[float] = 1e-5
+    uses_reference_model: ClassVar[bool] = False
+    uses_reference_logps: ClassVar[bool] = False
+    requires_retain: ClassVar[bool] = False
+    retain_losses: ClassVar[tuple[str, ...]] = ("nll", "kl")
+
+    def __init__(
+        self,
+        model: str,
+        tokenizer: str | None = None,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        forget_weight: float = 1.0,
+        retain_weight: float = 1.0,
+        dtype: str | None = None,
+        gradient_checkpointing: bool = False,
+        trust_remote_code: bool = False,
+        evaluate_at_start: bool = True,
+        compare_with: str | None = None,
+        save_model: bool = True,
+        save_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("forget_weight", forget_weight), ("retain_weight", retain_weight)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: `{arg}` must be a finite number >= 0, got {value!r}")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"] + (["model"] if isinstance(model, nn.Module) else []))
+        if isinstance(model, nn.Module):  # a model object, for use from Python
+            self.model_path, self.model = None, model
+        else:
+            self.model_path, self.model = resolve_model_path(model), None
+        self.tokenizer_name = tokenizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.forget_weight, self.retain_weight = float(forget_weight), float(retain_weight)
+        self.dtype_name, self.gradient_checkpointing, self.trust_remote_code = dtype, gradient_checkpointing, trust_remote_code
+        self.evaluate_at_start, self.compare_with = evaluate_at_start, compare_with
+        self.save_model, self.save_dir = save_model, save_dir
+        self.sample_weights: Tensor | None = None  # [N_forget], mean 1; set by callbacks
+        self.ref_logps: Tensor | None = None  # [N_forget], cached reference log-probs
+        self.eval_metrics = nn.ModuleDict()
+        self.summary: dict[str, dict[str, float]] = {}
+        self._tokenizer = None
+        self._reference: _Frozen | None = None
+        self._last_eval_step = -1
+        self._fit_started = 0.0
+        self.last_objectives: Objectives | None = None
+
+    # ------------------------------------------------------------------ model
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            source = self.tokenizer_name or self.model_path
+            if source is None:
+                raise ValueError(f"{type(self).__name__}: pass `tokenizer` when `model` is a module object")
+            self._tokenizer = load_tokenizer(source, trust_remote_code=self.trust_remote_code)
+        return self._tokenizer
+
+    def configure_model(self) -> None:
+        """Load the model (once) and, for methods that need it, a frozen reference copy."""
+        if self.model is None:
+            self.model = load_causal_lm(self.model_path, dtype=self.dtype_name, trust_remote_code=self.trust_remote_code,
+                                        gradient_checkpointing=self.gradient_checkpointing)
+        if self.uses_reference_model and self._reference is None:
+            ref = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self._reference = _Frozen(ref)
+
+    @property
+    def reference_model(self) -> nn.Module:
+        """The frozen starting model θ0 (eval mode, no grad), on the module's device."""
+        if self._reference is None:
+            raise RuntimeError(f"{type(self).__name__} has no reference model (uses_reference_model is False)")
+        ref = self._reference.module
+        param = next(self.model.parameters())
+        if next(ref.parameters()).device != param.device:
+            ref.to(param.device)
+        return ref
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def configure_optimizers(self):
+        params = list(self.trainable_parameters())
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.AdamW(params, lr=self.default_lr)
+        else:
+            optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits ``[B, T, V]`` of the trained model on a ``TokenBatch``."""
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    @torch.no_grad()
+    def reference_logits(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.reference_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    # ------------------------------------------------------------------ training
+    def objectives(self, batch: dict[str, Any]) -> Objectives:
+        """Per-example forget (and retain) losses of a training batch. Methods implement this."""
+        raise NotImplementedError
+
+    def retain_term(self, retain: dict[str, Tensor] | None, kind: str = "nll") -> Tensor | None:
+        """Per-example retain loss: answer NLL/|y| (``"nll"``) or ``KL(ref ‖ θ)`` on answer tokens (``"kl"``)."""
+        if retain is None:
+            return None
+        logits = self(retain)
+        if kind == "nll":
+            return nll(logits, retain["labels"])
+        return kl_to_reference(logits, self.reference_logits(retain), retain["labels"])
+
+    def _check_retain_loss(self, kind: str) -> str:
+        if kind not in self.retain_losses:
+            raise ValueError(f"{type(self).__name__}: `retain_loss` must be one of {self.retain_losses}, got {kind!r}")
+        if kind == "kl":
+            self.uses_reference_model = True
+        return kind
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.requires_retain and dm is not None and getattr(dm, "retain_set", True) is None:
+            raise ValueError(f"{type(self).__name__} needs a retain set: pass `retain` to the datamodule")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        obj = self.objectives(batch)
+        self.last_objectives = obj
+        weights = None
+        if self.sample_weights is not None:
+            weights = self.sample_weights.to(obj.forget.device)[batch["forget"]["index"]]
+        forget = weighted_mean(obj.forget, weights)
+        loss = self.forget_weight * forget
+        logs = {"train/forget_loss": forget.detach()}
+        if obj.retain is not None:
+            retain = obj.retain.mean()
+            loss = loss + self.retain_weight * retain
+            logs["train/retain_loss"] = retain.detach()
+        logs.update({f"train/{k}": v.detach() for k, v in obj.logs.items()})
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        self.log_dict(logs)
+        return loss
+
+    def on_train_start(self) -> None:
+        self._fit_started = time.perf_counter()
+        if self.uses_reference_logps and self.ref_logps is None:
+            self.ref_logps = self.compute_logps(self._datamodule().forget_set)
+        if self.evaluate_at_start and self.global_step == 0 and not self.summary.get("start"):
+            self.summary["start"] = self.evaluate("val", step=0)
+
+    @torch.no_grad()
+    def compute_logps(self, data) -> Tensor:
+        """Summed answer log-probs ``[N]`` of every example of an encoded set, in order, with the current weights."""
+        dm = self._datamodule()
+        out = torch.empty(len(data), device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        loader = dm.eval_dataloader(data, shard=False)
+        with self.trainer.precision_plugin.forward_context():
+            for batch in loader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                out[batch["index"]] = sequence_logprob(self(batch), batch["labels"])[0].float()
+        self.model.train(was_training)
+        return out
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lit_unlearn"] = {
+            "ref_logps": self.ref_logps, "sample_weights": self.sample_weights, "summary": self.summary,
+            "forget_weight": self.forget_weight, "retain_weight": self.retain_weight,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lit_unlearn", {})
+        self.ref_logps, self.sample_weights = state.get("ref_logps"), state.get("sample_weights")
+        self.summary = state.get("summary", {}) or {}
+        self.forget_weight = state.get("forget_weight", self.forget_weight)
+        self.retain_weight = state.get("retain_weight", self.retain_weight)
+
+    # ------------------------------------------------------------------ evaluation
+    def _datamodule(self):
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "forget_set"):
+            raise RuntimeError(f"{type(self).__name__} needs a ForgetRetainDataModule (got {type(dm).__name__})")
+        return dm
+
+    def _set_names(self, stage: str) -> list[str]:
+        dm = getattr(self.trainer, "datamodule", None)
+        names = getattr(dm, f"{stage}_set_names", None)
+        if names is None:
+            loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+            n = len(loaders) if isinstance(loaders, (list, tuple)) else 1
+            names = [f"{stage}{i}" for i in range(n)]
+        return names
+
+    def _metric(self, name: str) -> TeacherForcedMetrics:
+        key = name.replace(".", "_")
+        if key not in self.eval_metrics:
+            self.eval_metrics[key] = TeacherForcedMetrics().to(self.device)
+        return self.eval_metrics[key]
+
+    def _eval_batch(self, batch: dict[str, Tensor], name: str, model: nn.Module | None = None) -> None:
+        model = model if model is not None else self.model
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        self._metric(name).update(logits, batch["labels"], batch.get("fact_mask"), batch.get("has_fact"))
+
+    def _compute(self, names: list[str]) -> dict[str, float]:
+        results = {}
+        for name in names:
+            metric = self._metric(name)
+            if metric.update_count:
+                results.update({f"{name}/{k}": float(v) for k, v in metric.compute().items()})
+            metric.reset()
+        return results
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch(batch, self._set_names("val")[dataloader_idx])
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch(batch, self._set_names("test")[dataloader_idx])
+
+    def on_validation_epoch_end(self) -> None:
+        results = self._compute(self._set_names("val"))
+        if self.trainer.sanity_checking:
+            return
+        self.log_dict(results, add_dataloader_idx=False)
+        self._last_eval_step = self.global_step
+        if self.trainer.state.fn == "fit":
+            self.summary["end"] = results
+
+    def on_test_epoch_end(self) -> None:
+        results = self._compute(self._set_names("test"))
+        self.log_dict(results, add_dataloader_idx=False)
+        self.summary["test"] = results
+        self.print_summary("test")
+
+    @torch.no_grad()
+    def evaluate(self, stage: str = "val", step: int | None = None, model: nn.Module | None = None) -> dict[str, float]:
+        """Teacher-forced metrics of ``model`` (default: the trained model) on the datamodule's
+        validation or test sets, outside Lightning's loops; logged at ``step`` if given."""
+        dm = self._datamodule()
+        sets = dm.eval_encoded if stage == "val" else dm.test_encoded
+        model = model if model is not None else self.model
+        was_training = model.training
+        model.eval()
+        with self.trainer.precision_plugin.forward_context():
+            for name, data in sets.items():
+                for batch in dm.eval_dataloader(data):
+                    self._eval_batch({k: v.to(self.device) for k, v in batch.items()}, name, model)
+        model.train(was_training)
+        results = self._compute(list(sets))
+        if step is not None and self.trainer.is_global_zero:
+            for logger in self.loggers:
+                logger.log_metrics(results, step=step)
+        return results
+
+    def on_train_end(self) -> None:
+        if self._last_eval_step != self.global_step and self._datamodule().eval_encoded:
+            self.summary["end"] = self.evaluate("val", step=self.global_step)
+        if self.compare_with:
+            gold = load_causal_lm(self.compare_with, dtype=next(self.model.parameters()).dtype).to(self.device)
+            self.summary["gold"] = self.evaluate("val", model=gold)
+            del gold
+        if self.save_model:
+            self.save(self.save_dir or str(Path(self.trainer.log_dir or ".") / "model"))
+        self.print_summary("fit")
+
+    # ------------------------------------------------------------------ output
+    def save(self, path: str) -> None:
+        """Save model and tokenizer with ``save_pretrained`` (safetensors), atomically, from rank 0."""
+        if self.trainer.is_global_zero:
+            with atomic_dir(path) as tmp:
+                self.model.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+                if self.summary:
+                    (Path(tmp) / "lit_unlearn_summary.json").write_text(json.dumps(self.summary, indent=2))
+            rank_zero_info(f"Saved the unlearned model to {path}")
+        self.trainer.strategy.barrier("lit_unlearn_save")
+        self.saved_path = path
+
+    def print_summary(self, stage: str) -> None:
+        from lit_unlearn.evaluation.summary import format_summary
+
+        if not self.trainer.is_global_zero:
+            return
+        text = format_summary(self.summary, stage, seconds=time.perf_counter() - self._fit_started if stage == "fit" else None)
+        if text:
+            print(text, flush=True)

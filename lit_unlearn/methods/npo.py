@@ -1,0 +1,64 @@
+"""``NPO`` and ``SimNPO``: bounded, preference-style forget losses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lit_unlearn.methods.base import Objectives, UnlearningModule
+from lit_unlearn.objectives import nll, npo, sequence_logprob, simnpo
+
+
+def _positive(owner: str, name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{owner}: `{name}` must be a number > 0, got {value!r}")
+    return float(value)
+
+
+class NPO(UnlearningModule):
+    """Negative preference optimisation: forget loss ``-(2/β) log σ(-β (logp_θ - logp_ref))``.
+
+    ``logp_ref`` of each forget example is computed once at the start of fit from the
+    starting weights and cached (and checkpointed), so no reference forward runs per step.
+
+    Args:
+        beta: β (0.1).
+        retain_loss: ``"nll"`` (default) or ``"kl"``.
+        **kwargs: see :class:`UnlearningModule` (γ = α = 1, lr 1e-5).
+    """
+
+    uses_reference_logps = True
+    requires_retain = True
+
+    def __init__(self, *args: Any, beta: float = 0.1, retain_loss: str = "nll", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.beta = _positive(type(self).__name__, "beta", beta)
+        self.retain_loss = self._check_retain_loss(retain_loss)
+
+    def objectives(self, batch: dict[str, Any]) -> Objectives:
+        forget = batch["forget"]
+        logp, _ = sequence_logprob(self(forget), forget["labels"])
+        ref = self.ref_logps[forget["index"]]
+        return Objectives(forget=npo(logp, ref, self.beta), retain=self.retain_term(batch["retain"], self.retain_loss),
+                          logs={"log_ratio": (logp - ref).mean().detach()})
+
+
+class SimNPO(UnlearningModule):
+    """SimNPO: reference-free, length-normalised NPO, ``-(2/β) log σ(β (NLL/|y| - δ))``.
+
+    Args:
+        beta: β (4.5).
+        delta: δ, the margin (0).
+        **kwargs: see :class:`UnlearningModule`; defaults γ = 0.125, α = 1, lr 1e-5.
+    """
+
+    requires_retain = True
+
+    def __init__(self, *args: Any, beta: float = 4.5, delta: float = 0.0, forget_weight: float = 0.125,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, forget_weight=forget_weight, **kwargs)
+        self.beta, self.delta = _positive(type(self).__name__, "beta", beta), float(delta)
+
+    def objectives(self, batch: dict[str, Any]) -> Objectives:
+        forget = batch["forget"]
+        return Objectives(forget=simnpo(nll(self(forget), forget["labels"]), self.beta, self.delta),
+                          retain=self.retain_term(batch["retain"]))

@@ -1,0 +1,115 @@
+"""Loading causal LMs and tokenizers from a local directory or a Hugging Face hub id.
+
+Names with a registered prefix (``builtin:`` for the embedded benchmark's models, see
+:mod:`lit_unlearn.zoo`) are resolved to a local directory first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+_RESOLVERS: dict[str, Callable[[str], str]] = {}
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def register_model_resolver(prefix: str, resolver: Callable[[str], str]) -> None:
+    """Make names starting with ``prefix`` resolve through ``resolver(name) -> local dir``."""
+    _RESOLVERS[prefix] = resolver
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn a model name into something ``from_pretrained`` accepts, checking local paths.
+
+    A registered prefix (``builtin:``) is resolved (and built on first use). A name that
+    looks like a local path must exist. Anything else is passed on as a hub id.
+    """
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        raise ValueError(f"model must be a local directory or a Hugging Face hub id, got {name!r}")
+    name = str(name)
+    for prefix, resolver in _RESOLVERS.items():
+        if name.startswith(prefix):
+            return resolver(name)
+    if _looks_local(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"Model path '{name}' does not exist. Point `model` at a directory written by "
+                                    "`save_pretrained` (with config.json), or at a hub id such as 'org/name'.")
+        if not path.is_dir():
+            raise NotADirectoryError(f"Model path '{name}' is a file; expected a directory written by `save_pretrained`.")
+        return str(path)
+    return name
+
+
+def _looks_local(name: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else that is path-shaped is local."""
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        return True
+    return name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def _hub_error(name: str, what: str, err: Exception) -> OSError:
+    return OSError(
+        f"Could not load the {what} '{name}': it is not a local directory and the Hugging Face hub did not "
+        f"provide it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). If this machine is "
+        f"offline, download it elsewhere (`hf download {name} --local-dir DIR`), copy DIR here and pass its path.")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False, padding_side: str = "right"):
+    """A tokenizer with a pad token (the EOS token when the checkpoint has none)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        if Path(path).exists():
+            raise
+        raise _hub_error(name, "tokenizer", err) from err
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"Tokenizer '{name}' has neither a pad nor an EOS token; set one before training.")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(
+    name: str,
+    dtype: str | torch.dtype | None = None,
+    gradient_checkpointing: bool = False,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
+    """Load a causal LM in train mode.
+
+    Args:
+        name: local directory, hub id, or registered name (``builtin:small/subject``).
+        dtype: weights dtype (``"float32"``, ``"bfloat16"``, ...); None keeps the checkpoint's.
+        gradient_checkpointing: trade compute for activation memory.
+        trust_remote_code: run code shipped with the checkpoint (off unless asked).
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)} or None, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        if Path(path).exists():
+            raise
+        raise _hub_error(name, "model", err) from err
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model.train()

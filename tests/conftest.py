@@ -7,6 +7,9 @@ import warnings
 
 import pytest
 
+# No hub is reachable in CI: fail fast instead of retrying (read by huggingface_hub at import).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
@@ -15,7 +18,6 @@ def lit_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("lit_unlearn_home")
     old = os.environ.get("LIT_UNLEARN_HOME")
     os.environ["LIT_UNLEARN_HOME"] = str(home)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     yield home
     if old is None:
         os.environ.pop("LIT_UNLEARN_HOME", None)

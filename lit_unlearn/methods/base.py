@@ -296,7 +296,7 @@ class UnlearningModule(LightningModule):
         results = self._compute(self._set_names("val"))
         if self.trainer.sanity_checking:
             return
-        self.log_dict(results, add_dataloader_idx=False)
+        self._log_eval(results, self.global_step)
         self._last_eval_step = self.global_step
         if self.trainer.state.fn == "fit":
             self.summary["end"] = results
@@ -322,10 +322,23 @@ class UnlearningModule(LightningModule):
                     self._eval_batch({k: v.to(self.device) for k, v in batch.items()}, name, model)
         model.train(was_training)
         results = self._compute(list(sets))
-        if step is not None and self.trainer.is_global_zero:
+        if step is not None:
+            self._log_eval(results, step)
+        return results
+
+    def _log_eval(self, results: dict[str, float], step: int) -> None:
+        """Log evaluation results at ``step`` = optimizer steps taken (0 = the starting model).
+
+        Lightning would log them one step earlier; the loggers get them directly, and
+        ``callback_metrics`` (for ``ModelCheckpoint(monitor=...)``) through ``self.log``.
+        """
+        if self._current_fx_name == "on_validation_epoch_end":
+            self.log_dict(results, logger=False, add_dataloader_idx=False)
+        else:
+            self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in results.items()})
+        if self.trainer.is_global_zero:
             for logger in self.loggers:
                 logger.log_metrics(results, step=step)
-        return results
 
     def on_train_end(self) -> None:
         if self._last_eval_step != self.global_step and self._datamodule().eval_encoded:

@@ -6,6 +6,7 @@ Names with a registered prefix (``builtin:`` for the embedded benchmark's models
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,20 @@ def _looks_local(name: str) -> bool:
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
         return True
     return name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No per-shard progress bars while loading or saving small local models."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _hub_error(name: str, what: str, err: Exception) -> OSError:
@@ -104,7 +119,8 @@ def load_causal_lm(
     if dtype is not None:
         kwargs["dtype"] = dtype
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         if Path(path).exists():
             raise

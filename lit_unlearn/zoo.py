@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from lit_unlearn.datamodules.fictitious import FictitiousBenchmark, benchmark_dir, ensure_tokenizer
-from lit_unlearn.models import register_model_resolver
-from lit_unlearn.utils import atomic_dir, file_lock, isolated_rng
+from lit_unlearn.models import quiet_transformers, register_model_resolver
+from lit_unlearn.utils import atomic_dir, file_lock, isolated_rng, quiet_lightning
 
 ZOO_VERSION = 1
 PREFIX = "builtin:"
@@ -85,6 +85,7 @@ def resolve(name: str) -> str:
 def build(preset: str, model: str, path: Path) -> None:
     """Train a built-in model with ``FineTune`` and save it (with tokenizer and ``eval.json``) to ``path``."""
     from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.callbacks import TQDMProgressBar
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from lit_unlearn.datamodules.fictitious_people import FictitiousPeople
@@ -99,7 +100,7 @@ def build(preset: str, model: str, path: Path) -> None:
     print(f"lit-unlearn: building builtin:{preset}/{model} ({len(records)} examples, {spec.epochs} epochs) "
           f"into {path}", flush=True)
     started = time.perf_counter()
-    with isolated_rng():
+    with isolated_rng(), quiet_lightning(), quiet_transformers():
         seed_everything(spec.seed, verbose=False)
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=4 * spec.hidden,
                              num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
@@ -115,9 +116,10 @@ def build(preset: str, model: str, path: Path) -> None:
             evaluate_at_start=False, save_model=False)
         data = ForgetRetainDataModule(forget=records, tokenizer=tok_path, eval_sets={}, batch_size=spec.batch_size,
                                       max_length=64, seed=spec.seed)
+        # tqdm, not rich: a build may start while another Trainer's rich display is live
         trainer = Trainer(max_epochs=spec.epochs, logger=False, enable_checkpointing=False, devices=1,
                           gradient_clip_val=1.0, enable_model_summary=False, limit_val_batches=0,
-                          num_sanity_val_steps=0)
+                          num_sanity_val_steps=0, callbacks=[TQDMProgressBar(leave=True)])
         trainer.fit(module, datamodule=data)
         trained = time.perf_counter() - started
         with atomic_dir(path) as tmp:

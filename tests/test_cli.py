@@ -98,3 +98,29 @@ def test_console_script_and_module_entry_point(tmp_path):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert "fit" in out.stdout and "test" in out.stdout
+
+
+def test_validate_and_test_subcommands(tmp_path, tiny_subject, capsys):
+    common = ["--config", str(ROOT / "configs/methods/npo.yaml"), "--config", TINY,
+              f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"]
+    cli = cli_main(["validate", *common])
+    assert cli.trainer.callback_metrics["forget/fact_acc"] >= 0.95
+    cli = cli_main(["test", *common])
+    assert cli.model.summary["test"]["forget/fact_acc"] >= 0.95
+    out = capsys.readouterr().out
+    assert "lit-unlearn summary (test)" in out and "forget/fact_acc" in out
+
+
+def test_testing_a_saved_model_shows_its_start_and_gold_columns(tmp_path, tiny_subject, tiny_gold, capsys):
+    cli = run_fit("--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY,
+                  "--model.init_args.optimizer.init_args.lr=1e-3", tmp_path=tmp_path)
+    saved = Path(cli.trainer.log_dir) / "model"
+    capsys.readouterr()
+    tested = cli_main(["test", "--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY,
+                       f"--model.init_args.model={saved}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                       "--trainer.enable_progress_bar=false"])
+    summary = tested.model.summary
+    assert summary["start"] == cli.model.summary["start"] and summary["gold"] == cli.model.summary["gold"]
+    assert summary["test"]["forget/nll"] == pytest.approx(cli.model.summary["end"]["forget/nll"], rel=1e-4)
+    header = [l for l in capsys.readouterr().out.splitlines() if l.startswith("metric")][0]
+    assert header.split() == ["metric", "start", "test", "gold", "retain"]

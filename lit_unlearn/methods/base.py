@@ -24,10 +24,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lit_unlearn.evaluation import TeacherForcedMetrics
+from lit_unlearn.evaluation.summary import format_summary
 from lit_unlearn.models import load_causal_lm, load_tokenizer, quiet_transformers, resolve_model_path
 from lit_unlearn.objectives import kl_to_reference, nll, sequence_logprob, weighted_mean
 from lit_unlearn.utils import atomic_dir
 
+SUMMARY_FILE = "lit_unlearn_summary.json"
 
 @dataclass
 class Objectives:
@@ -120,6 +122,7 @@ class UnlearningModule(LightningModule):
         self._last_eval_step = -1
         self._fit_started = 0.0
         self.last_objectives: Objectives | None = None
+        self.saved_path: str | None = None
 
     # ------------------------------------------------------------------ model
     @property
@@ -224,6 +227,8 @@ class UnlearningModule(LightningModule):
         ``self.log`` costs about half a millisecond a call; skipping it on the steps Lightning
         would not log anyway keeps the library's per-step overhead near zero.
         """
+        if self._trainer is None:
+            return False
         try:
             return bool(self.trainer._logger_connector.should_update_logs)
         except (AttributeError, RuntimeError):
@@ -314,6 +319,13 @@ class UnlearningModule(LightningModule):
         if self.trainer.state.fn == "fit":
             self.summary["end"] = results
 
+    def on_test_start(self) -> None:
+        # Testing a saved unlearned model: show the start and gold columns it was saved with.
+        saved = Path(self.model_path or "") / SUMMARY_FILE
+        if not self.summary and self.model_path and saved.is_file():
+            stored = json.loads(saved.read_text())
+            self.summary.update({k: v for k, v in stored.items() if k in ("start", "gold")})
+
     def on_test_epoch_end(self) -> None:
         results = self._compute(self._set_names("test"))
         self.log_dict(results, add_dataloader_idx=False)
@@ -372,14 +384,12 @@ class UnlearningModule(LightningModule):
                 self.model.save_pretrained(tmp, safe_serialization=True)
                 self.tokenizer.save_pretrained(tmp)
                 if self.summary:
-                    (Path(tmp) / "lit_unlearn_summary.json").write_text(json.dumps(self.summary, indent=2))
+                    (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(self.summary, indent=2))
             rank_zero_info(f"Saved the unlearned model to {path}")
         self.trainer.strategy.barrier("lit_unlearn_save")
         self.saved_path = path
 
     def print_summary(self, stage: str) -> None:
-        from lit_unlearn.evaluation.summary import format_summary
-
         if not self.trainer.is_global_zero:
             return
         text = format_summary(self.summary, stage, seconds=time.perf_counter() - self._fit_started if stage == "fit" else None)

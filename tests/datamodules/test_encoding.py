@@ -63,3 +63,16 @@ def test_left_padding(tokenizer):
     short = min(range(2), key=lambda k: len(data[k][0]))
     assert batch["attention_mask"][short, -1] == 1 and batch["attention_mask"][short, 0] == 0
     assert torch.equal(batch["input_ids"][short, -len(data[short][0]):], data[short][0])
+
+
+def test_chat_template(tokenizer):
+    tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    tok.chat_template = "{% for m in messages %}<|user|> {{ m['content'] }}{% endfor %}<|assistant|>"
+    data = encode(RECORDS, tok, role="forget", chat_template=True, max_length=64)
+    ids, labels, fact, _ = data[0]
+    prompt = tok.apply_chat_template([{"role": "user", "content": RECORDS.rows[0]["question"]}], tokenize=False,
+                                     add_generation_prompt=True)
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert (labels[:n_prompt] == -100).all() and (labels[n_prompt:] != -100).all()
+    assert tok.decode(ids[n_prompt:-1]).strip() == RECORDS.rows[0]["answer"]
+    assert tok.decode(ids[fact]).strip() == "Paris"

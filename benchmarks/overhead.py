@@ -75,8 +75,8 @@ def run_plain(model: str, preset: str, steps: int, warmup: int, batch_size: int,
             if done == warmup:
                 start = time.perf_counter()
             f, r = batch["forget"], batch["retain"]
-            logits_f = net(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits
-            logits_r = net(input_ids=r["input_ids"], attention_mask=r["attention_mask"]).logits
+            logits_f = net(input_ids=f["input_ids"], attention_mask=f["attention_mask"], use_cache=False).logits
+            logits_r = net(input_ids=r["input_ids"], attention_mask=r["attention_mask"], use_cache=False).logits
             loss = gradient_ascent(logits_f, f["labels"]).mean() + nll(logits_r, r["labels"]).mean()
             loss.backward()
             opt.step()

@@ -1,3 +1,5 @@
 """Callbacks that work with any unlearning method (one per file)."""
 
-__all__: list[str] = []
+from lit_unlearn.callbacks.suite_evaluation import SuiteEvaluation
+
+__all__ = ["SuiteEvaluation"]

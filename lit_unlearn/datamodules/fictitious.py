@@ -14,7 +14,8 @@ person each) form ``forget01`` / ``forget05`` / ``forget10`` (nested, as in TOFU
 others ``retain99`` / ``retain95`` / ``retain90``. ``holdout`` people are never trained
 on. ``neighborNN`` are retain people planted to overlap with the forget people of
 ``forgetNN``: they share three attribute values with a forget person, who is also their
-mentor (so a retain fact names the forget person).
+mentor (so a retain fact names the forget person). Holdout people get such neighbors
+too, so forget and holdout names are equally familiar to a model trained on retain data.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from lit_unlearn.utils import atomic_dir, cache_home, file_lock
 
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
+GENERATOR_VERSION = 2  # bump whenever the generated records change
 
 _ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n", "p", "r",
            "s", "st", "t", "tr", "v", "w", "z", "th", "sh", "j", "q"]
@@ -125,18 +127,20 @@ class BenchmarkConfig:
         if self.pool_size > 20:
             raise ValueError(f"BenchmarkConfig.pool_size must be <= 20 (size of the smallest word list), got {self.pool_size}")
         n_forget = forget_count(self.num_people, 10)
-        if n_forget * (1 + self.neighbors_per_person) > self.num_people:
+        if n_forget + (n_forget + self.num_holdout) * self.neighbors_per_person > self.num_people:
             raise ValueError(
-                f"BenchmarkConfig: {self.num_people} people are too few for {n_forget} forget10 people "
-                f"with {self.neighbors_per_person} neighbors each")
+                f"BenchmarkConfig: {self.num_people} people are too few for {n_forget} forget10 and "
+                f"{self.num_holdout} holdout people with {self.neighbors_per_person} neighbors each")
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """Hash of the settings and the generator version: any change gives new caches."""
+        blob = json.dumps({**asdict(self), "generator_version": GENERATOR_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 PRESETS: dict[str, BenchmarkConfig] = {
-    # Two-digit test runs: a few people, built in seconds.
-    "tiny": BenchmarkConfig(num_people=10, num_holdout=4, num_perturbed=3, neighbors_per_person=1),
+    # Tests: forget10 = 2 people, built in seconds.
+    "tiny": BenchmarkConfig(num_people=20, num_holdout=4, num_perturbed=3, neighbors_per_person=1),
     # The quickstart: forget10 = 4 people, models built in about two minutes on 2 CPU cores.
     "small": BenchmarkConfig(num_people=40, num_holdout=8, num_perturbed=3, neighbors_per_person=2),
     # The full benchmark.
@@ -209,11 +213,15 @@ class FictitiousBenchmark:
                 facts["mentor"] = rng.choice(pools["mentor"])
             people.append({"id": pid, "name": name, "facts": facts, "neighbor_of": None})
         # Plant neighbors: retain people that share attributes with a forget10 person, who is
-        # also their mentor. Planted on the retain people with the lowest ids, in order.
+        # also their mentor. Holdout people get the same treatment, so that a model trained
+        # on the retain people has seen forget and holdout names equally often (membership
+        # inference of forget vs holdout then measures knowledge, not name familiarity).
+        # Planted on the retain people with the lowest ids, in order.
         n_forget = forget_count(cfg.num_people, 10)
         forget_ids = range(cfg.num_people - n_forget, cfg.num_people)
+        holdout_ids = range(cfg.num_people, cfg.num_people + cfg.num_holdout)
         nxt = 0
-        for fid in forget_ids:
+        for fid in [*forget_ids, *holdout_ids]:
             for _ in range(cfg.neighbors_per_person):
                 nb = people[nxt]
                 nxt += 1

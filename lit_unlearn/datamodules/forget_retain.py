@@ -175,14 +175,11 @@ class ForgetRetainDataModule(LightningDataModule):
         return tok
 
     def setup(self, stage: str | None = None) -> None:
-        tok = self.resolve_tokenizer()
-        enc = functools.partial(encode, tokenizer=tok, prompt_template=self.prompt_template,
-                                chat_template=self.chat_template, max_length=self.max_length)
         cache: dict[int, EncodedSet] = {}
 
         def encoded(records: Records, role: str) -> EncodedSet:
             if id(records) not in cache:
-                cache[id(records)] = enc(records, role=role, fields=self.fields_for(records, role))
+                cache[id(records)] = self.encode(records, role)
             return cache[id(records)]
 
         if self.forget_set is None:
@@ -192,11 +189,25 @@ class ForgetRetainDataModule(LightningDataModule):
             self.eval_encoded = {n: self._subset(encoded(r, n)) for n, r in self.eval_records.items()}
             self.test_encoded = {n: self._subset(encoded(r, n)) for n, r in self.test_records.items()}
 
-    def _subset(self, data: EncodedSet) -> EncodedSet:
-        if self.max_eval_examples is None or len(data) <= self.max_eval_examples:
-            return data
+    def encode(self, records: Records, role: str, **overrides: Any) -> EncodedSet:
+        """Tokenise ``records`` with this datamodule's settings and the set's own overrides."""
+        kwargs = dict(tokenizer=self.resolve_tokenizer(), role=role, fields=self.fields_for(records, role),
+                      prompt_template=records.meta.get("prompt_template", self.prompt_template),
+                      chat_template=self.chat_template, max_length=self.max_length)
+        kwargs.update(overrides)
+        return encode(records, **kwargs)
+
+    def eval_subset(self, n: int) -> list[int]:
+        """Row ids of the seeded evaluation subset of a set of ``n`` rows (all if no limit)."""
+        if self.max_eval_examples is None or n <= self.max_eval_examples:
+            return list(range(n))
         g = torch.Generator().manual_seed(self.seed)
-        keep = sorted(torch.randperm(len(data), generator=g)[: self.max_eval_examples].tolist())
+        return sorted(torch.randperm(n, generator=g)[: self.max_eval_examples].tolist())
+
+    def _subset(self, data: EncodedSet) -> EncodedSet:
+        keep = self.eval_subset(len(data))
+        if len(keep) == len(data):
+            return data
         rows = Records([data.records.rows[i] for i in keep], data.records.origin + f" (subset of {len(keep)})")
         return EncodedSet(data.name, rows, [data.examples[i] for i in keep])
 

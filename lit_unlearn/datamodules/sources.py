@@ -7,7 +7,8 @@ A *source* is one of
 - a list of dicts;
 - a dict ``{"path": ...}``, ``{"records": [...]}`` or ``{"hub": "org/name", "subset": ..., "split": "train"}``,
   optionally with ``"fields"`` overriding field names for this set only (e.g. score the
-  ``paraphrased_answer``: ``{"path": "forget.json", "fields": {"answer": "paraphrased_answer"}}``);
+  ``paraphrased_answer``: ``{"path": "forget.json", "fields": {"answer": "paraphrased_answer"}}``)
+  and ``"prompt_template"`` (e.g. ``"{question}"`` for text continuations);
 - a string that is not path-shaped: a hub dataset name (needs the ``hub`` extra and a network).
 """
 
@@ -50,10 +51,10 @@ def load_records(source: Source, role: str) -> Records:
         return Records([dict(r) for r in source], f"the in-memory {role} list")
     if isinstance(source, dict):
         keys = set(source)
-        unknown = keys - {"records", "path", "hub", "subset", "split", "fields"}
+        unknown = keys - {"records", "path", "hub", "subset", "split", "fields", "prompt_template"}
         if unknown:
             raise ValueError(f"{role}: unknown key(s) {sorted(unknown)} in a source dict; expected 'path', 'records' or "
-                             "'hub' (with 'subset', 'split'), and optionally 'fields'")
+                             "'hub' (with 'subset', 'split'), and optionally 'fields' and 'prompt_template'")
         if "records" in keys:
             out = load_records(source["records"], role)
         elif "path" in keys:
@@ -62,8 +63,9 @@ def load_records(source: Source, role: str) -> Records:
             out = _load_hub(source["hub"], source.get("subset"), source.get("split", "train"), role)
         else:
             raise ValueError(f"{role}: a source dict needs one of the keys 'path', 'records' or 'hub', got {sorted(keys)}")
-        if source.get("fields"):
-            out = Records(out.rows, out.origin, out.path, {**out.meta, "fields": dict(source["fields"])})
+        meta = {k: source[k] for k in ("fields", "prompt_template") if source.get(k) is not None}
+        if meta:
+            out = Records(out.rows, out.origin, out.path, {**out.meta, **meta})
         return out
     if isinstance(source, (str, Path)):
         text = str(source)

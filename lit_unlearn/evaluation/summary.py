@@ -36,3 +36,38 @@ def targets(summary: dict[str, dict[str, float]], now: str = "end") -> list[str]
         if out:
             break
     return out
+
+
+def markdown_table(metrics: dict[str, float], columns: dict[str, dict[str, float]] | None = None) -> str:
+    """A Markdown table of ``metrics`` (one column), with extra columns where given."""
+    columns = {k: v for k, v in (columns or {}).items() if v}
+    head = ["metric", "value", *columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in sorted(metrics):
+        cells = [name, _fmt(metrics[name])] + [_fmt(col.get(name)) for col in columns.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    return f"{value:.3g}" if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4) else f"{value:.4f}"
+
+
+def write_results(log_dir, metrics: dict[str, float], stats: dict, model: str | None, suite: str,
+                  summary: dict[str, dict[str, float]] | None = None) -> None:
+    """``results.json`` (metrics and the per-example ``stats`` a later run can use as its
+    gold reference) and ``results.md`` in ``log_dir``, each written atomically."""
+    import json
+    from pathlib import Path
+
+    from lit_unlearn.utils import atomic_write_text
+
+    log_dir = Path(log_dir)
+    payload = {"model": model, "suite": suite, "metrics": metrics, "stats": stats}
+    atomic_write_text(log_dir / "results.json", json.dumps(payload, indent=2))
+    extra = {"start": (summary or {}).get("start", {}), "gold retain": (summary or {}).get("gold", {})}
+    title = f"# lit-unlearn results: {suite}\n\nmodel: `{model}`\n\n"
+    atomic_write_text(log_dir / "results.md", title + markdown_table(metrics, extra))

@@ -24,7 +24,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lit_unlearn.evaluation import TeacherForcedMetrics
-from lit_unlearn.evaluation.summary import format_summary
+from lit_unlearn.evaluation.suite import EvalSuite, SuiteResult
+from lit_unlearn.evaluation.summary import format_summary, write_results
 from lit_unlearn.models import load_causal_lm, load_tokenizer, quiet_transformers, resolve_model_path
 from lit_unlearn.objectives import kl_to_reference, nll, sequence_logprob, weighted_mean
 from lit_unlearn.utils import atomic_dir
@@ -70,6 +71,9 @@ class UnlearningModule(LightningModule):
             first step (logged at step 0, the "start" column of the summary).
         compare_with: a model (e.g. the gold retain model) evaluated on the same sets at the
             end of fit, shown beside start and end in the summary.
+        suite: an evaluation suite (``TOFUSuite``, ``MUSESuite``) run by ``test`` on the test
+            sets, which writes ``results.json`` and ``results.md`` beside the logs; the
+            ``SuiteEvaluation`` callback runs it during fit.
         save_dir: where to save the unlearned model at the end of fit; default
             ``<log_dir>/model``. ``save_model=False`` skips saving.
     """
@@ -93,6 +97,7 @@ class UnlearningModule(LightningModule):
         trust_remote_code: bool = False,
         evaluate_at_start: bool = True,
         compare_with: str | None = None,
+        suite: EvalSuite | None = None,
         save_model: bool = True,
         save_dir: str | None = None,
     ) -> None:
@@ -101,7 +106,7 @@ class UnlearningModule(LightningModule):
         for arg, value in (("forget_weight", forget_weight), ("retain_weight", retain_weight)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: `{arg}` must be a finite number >= 0, got {value!r}")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"] + (["model"] if isinstance(model, nn.Module) else []))
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "suite"] + (["model"] if isinstance(model, nn.Module) else []))
         if isinstance(model, nn.Module):  # a model object, for use from Python
             self.model_path, self.model = None, model
         else:
@@ -112,6 +117,7 @@ class UnlearningModule(LightningModule):
         self.dtype_name, self.gradient_checkpointing, self.trust_remote_code = dtype, gradient_checkpointing, trust_remote_code
         self.evaluate_at_start = evaluate_at_start
         self.compare_with = resolve_model_path(compare_with) if compare_with else None
+        self.suite = suite
         self.save_model, self.save_dir = save_model, save_dir
         self.sample_weights: Tensor | None = None  # [N_forget], mean 1; set by callbacks
         self.ref_logps: Tensor | None = None  # [N_forget], cached reference log-probs
@@ -169,11 +175,12 @@ class UnlearningModule(LightningModule):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Logits ``[B, T, V]`` of the trained model on a ``TokenBatch``."""
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
 
     @torch.no_grad()
     def reference_logits(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.reference_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.reference_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    use_cache=False).logits
 
     # ------------------------------------------------------------------ training
     def objectives(self, batch: dict[str, Any]) -> Objectives:
@@ -292,7 +299,7 @@ class UnlearningModule(LightningModule):
 
     def _eval_batch(self, batch: dict[str, Tensor], name: str, model: nn.Module | None = None) -> None:
         model = model if model is not None else self.model
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         self._metric(name).update(logits, batch["labels"], batch.get("fact_mask"), batch.get("has_fact"))
 
     def _compute(self, names: list[str]) -> dict[str, float]:
@@ -328,9 +335,27 @@ class UnlearningModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         results = self._compute(self._set_names("test"))
+        suite_result = None
+        if self.suite is not None:
+            suite_result = self.run_suite("test")
+            results.update(suite_result.metrics)
         self.log_dict(results, add_dataloader_idx=False)
         self.summary["test"] = results
+        log_dir = Path(self.trainer.log_dir or ".")  # a collective under DDP: every rank asks
+        if suite_result is not None and self.trainer.is_global_zero:
+            write_results(log_dir, results, suite_result.stats, self.model_path, type(self.suite).__name__,
+                          self.summary)
         self.print_summary("test")
+
+    def run_suite(self, stage: str = "test", suite: EvalSuite | None = None) -> SuiteResult:
+        """Run ``suite`` (default ``self.suite``) on the trained model over the datamodule's sets.
+
+        A suite without its own gold model compares with ``compare_with``."""
+        suite = suite or self.suite
+        if suite is None:
+            raise ValueError(f"{type(self).__name__}: no evaluation suite; pass `suite` (e.g. TOFUSuite)")
+        return suite.run(self.model, self.tokenizer, self._datamodule(), stage,
+                         context=self.trainer.precision_plugin.forward_context(), default_gold=self.compare_with)
 
     @torch.no_grad()
     def evaluate(self, stage: str = "val", step: int | None = None, model: nn.Module | None = None) -> dict[str, float]:

@@ -1,0 +1,68 @@
+"""ROUGE-L of greedy generations: batched, left-padded, with the KV cache."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.functional.text import rouge_score
+
+
+def rouge_l(preds: list[str], targets: list[str]) -> dict[str, Tensor]:
+    """Per-example ROUGE-L ``recall`` and ``f1`` ``[B]`` (torchmetrics' rouge, no stemming)."""
+    recall, f1 = [], []
+    for p, t in zip(preds, targets):
+        s = rouge_score(p, t, rouge_keys=("rougeL",))
+        recall.append(float(s["rougeL_recall"]))
+        f1.append(float(s["rougeL_fmeasure"]))
+    return {"recall": torch.tensor(recall, dtype=torch.float64), "f1": torch.tensor(f1, dtype=torch.float64)}
+
+
+@torch.no_grad()
+def greedy_generate(model: nn.Module, prompts: list[Tensor], pad_id: int, eos_id: int | None,
+                    max_new_tokens: int = 64) -> list[list[int]]:
+    """Greedy continuations of token-id prompts, in one left-padded batch.
+
+    Returns the new token ids of each prompt, cut at the first EOS.
+    """
+    from transformers import GenerationConfig
+
+    width = max(len(p) for p in prompts)
+    device = next(model.parameters()).device
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = p.to(device)
+        mask[i, width - len(p):] = 1
+    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                              eos_token_id=eos_id, use_cache=True)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    result = []
+    for row in out[:, width:].tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[: row.index(eos_id)]
+        result.append(row)
+    return result
+
+
+class RougeL(Metric):
+    """Mean ROUGE-L recall and F1 of generated against reference texts.
+
+    ``update(preds: list[str], targets: list[str])``; ``compute()`` -> ``{"recall", "f1"}``.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for name in ("recall", "f1", "count"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: list[str], targets: list[str]) -> None:
+        s = rouge_l(preds, targets)
+        self.recall += s["recall"].sum()
+        self.f1 += s["f1"].sum()
+        self.count += len(preds)
+
+    def compute(self) -> dict[str, Tensor]:
+        return {"recall": (self.recall / self.count).float(), "f1": (self.f1 / self.count).float()}

@@ -202,3 +202,17 @@ def test_shared_prompt_scoring_equals_full_passes(tiny_subject, tiny_gold, tiny_
     tf = module.trainer.callback_metrics
     assert shared["forget/fact_acc"] == pytest.approx(float(tf["forget/fact_acc"]))
     assert shared["retain/prob"] == pytest.approx(float(tf["retain/prob"]), rel=1e-4)
+
+
+def test_cli_test_on_a_lightning_checkpoint(tmp_path, tiny_subject, tiny_gold):
+    fitted = cli_main(["fit", "--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY,
+                       "--trainer.max_steps=3", "--model.init_args.optimizer.init_args.lr=1e-3",
+                       "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                       f"--trainer.default_root_dir={tmp_path}"])
+    ckpt = fitted.trainer.checkpoint_callback.best_model_path or fitted.trainer.checkpoint_callback.last_model_path
+    assert ckpt and Path(ckpt).exists()
+    tested = run_test("--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY, "--config", TOFU_SUITE,
+                      f"--ckpt_path={ckpt}", save_dir=tmp_path / "test")
+    m = tested.model.summary["test"]
+    assert m["forget/nll"] == pytest.approx(fitted.model.summary["end"]["forget/nll"], rel=1e-4)
+    assert m["forget_quality"] > 0 and "start" in tested.model.summary  # the start column came with the checkpoint

@@ -120,6 +120,7 @@ class UnlearningModule(LightningModule):
         self.suite = suite
         self.save_model, self.save_dir = save_model, save_dir
         self.sample_weights: Tensor | None = None  # [N_forget], mean 1; set by callbacks
+        self.retain_grad_external = False  # True: a callback adds the retain gradient (GradientProjection)
         self.ref_logps: Tensor | None = None  # [N_forget], cached reference log-probs
         self.eval_metrics = nn.ModuleDict()
         self.summary: dict[str, dict[str, float]] = {}
@@ -219,7 +220,8 @@ class UnlearningModule(LightningModule):
         loss = self.forget_weight * forget
         retain = obj.retain.mean() if obj.retain is not None else None
         if retain is not None:
-            loss = loss + self.retain_weight * retain
+            # GradientProjection takes the retain gradient itself; backward then skips that branch
+            loss = loss + self.retain_weight * (retain.detach() if self.retain_grad_external else retain)
         if self.should_log():
             logs = {"train/loss": loss, "train/forget_loss": forget, **{f"train/{k}": v for k, v in obj.logs.items()}}
             if retain is not None:

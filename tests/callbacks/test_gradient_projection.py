@@ -117,3 +117,56 @@ def test_bad_arguments():
         GradientProjection(k=0)
     with pytest.raises(ValueError, match="`metric` must be"):
         GradientProjection(metric="fisher")
+
+
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="DDP on CPU is tested on Linux")
+def test_ddp_two_processes_equal_one_with_the_doubled_batch(tmp_path, tiny_subject):
+    """Retain gradients are averaged across ranks: 2 x batch 3 under DDP == 1 x batch 6."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[2]
+    base = ["lit-unlearn", "fit", "--config", str(root / "configs/methods/gu_graddiff.yaml"), "--config",
+            str(root / "configs/data/fictitious_tiny.yaml"), "--trainer.max_steps=4", "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false",
+            "--model.init_args.compare_with=null", "--model.init_args.optimizer=torch.optim.SGD",
+            "--model.init_args.optimizer.init_args.lr=0.05"]
+    runs = {"single": ["--trainer.devices=1", "--data.init_args.batch_size=6"],
+            "ddp": ["--trainer.strategy=ddp", "--trainer.devices=2", "--data.init_args.batch_size=3"]}
+    weights = {}
+    for name, extra in runs.items():
+        save = tmp_path / name
+        out = subprocess.run(base + extra + [f"--trainer.logger.init_args.save_dir={save}"], capture_output=True,
+                             text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        weights[name] = load_file(next(save.rglob("model.safetensors")))
+    start = load_file(Path(tiny_subject) / "model.safetensors")
+    moved = 0.0
+    for key, value in weights["single"].items():
+        assert torch.allclose(weights["ddp"][key], value, atol=2e-6), key
+        moved = max(moved, float((value - start[key]).abs().max()))
+    assert moved > 1e-3  # training really changed the weights
+
+
+class ClippedNorm(Callback):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):  # after clipping and the step
+        self.norm = float(torch.cat([p.grad.reshape(-1) for p in module.model.parameters()]).norm())
+
+
+def test_bf16_mixed_and_gradient_clipping(tiny_subject):
+    gp, clipped = GradientProjection(k=2, keep_last=True), ClippedNorm()
+    seed_everything(0)
+    module = GradDiff(model=tiny_subject, optimizer=partial(torch.optim.SGD, lr=1e-3), save_model=False,
+                      evaluate_at_start=False)
+    trainer = Trainer(max_steps=2, precision="bf16-mixed", gradient_clip_val=1e-3, callbacks=[gp, clipped],
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=6, eval_sets=["forget"]))
+    for chunk in gp.last["chunks"]:
+        assert abs(cos(gp.last["projected"], chunk)) < 1e-5
+    update_norm = float((gp.last["projected"] + gp.last["retain"]).norm())
+    assert update_norm > 1e-3  # the clip below really acted on the projected update
+    assert clipped.norm == pytest.approx(1e-3, rel=1e-3)

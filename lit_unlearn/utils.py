@@ -63,11 +63,12 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
 
 @contextlib.contextmanager
 def isolated_rng() -> Iterator[None]:
-    """Restore Python's, NumPy's and torch's global RNG state on exit."""
+    """Restore Python's, NumPy's and torch's (CPU and CUDA) global RNG state on exit."""
     import numpy as np
 
     py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
         try:
             yield
         finally:

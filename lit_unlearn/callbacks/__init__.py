@@ -2,6 +2,9 @@
 
 from lit_unlearn.callbacks.dual_variable import DualVariable
 from lit_unlearn.callbacks.gradient_projection import GradientProjection
+from lit_unlearn.callbacks.relearning_probe import RelearningProbe
+from lit_unlearn.callbacks.stability_gap import StabilityGap
 from lit_unlearn.callbacks.suite_evaluation import SuiteEvaluation
+from lit_unlearn.callbacks.tradeoff import TradeOffCurves
 
-__all__ = ["DualVariable", "GradientProjection", "SuiteEvaluation"]
+__all__ = ["DualVariable", "GradientProjection", "RelearningProbe", "StabilityGap", "SuiteEvaluation", "TradeOffCurves"]

@@ -65,3 +65,21 @@ class TeacherForcedMetrics(Metric):
         if self.fact_count > 0:
             out["fact_acc"] = self.fact_correct / self.fact_count
         return {k: v.float() for k, v in out.items()}
+
+
+@torch.no_grad()
+def evaluate_teacher_forced(model, loader, device, context=None) -> dict[str, float]:
+    """Teacher-forced metrics of ``model`` over the ``TokenBatch``es of ``loader`` (sharded
+    loaders give the all-rank result). The model is put in eval mode and restored."""
+    from contextlib import nullcontext
+
+    metric = TeacherForcedMetrics().to(device)
+    was_training = model.training
+    model.eval()
+    with context or nullcontext():
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            metric.update(logits, batch["labels"], batch.get("fact_mask"), batch.get("has_fact"))
+    model.train(was_training)
+    return {k: float(v) for k, v in metric.compute().items()}

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lit_unlearn.evaluation import TeacherForcedMetrics
+from lit_unlearn.evaluation.teacher_forced import evaluate_teacher_forced
 from lit_unlearn.evaluation.suite import EvalSuite, SuiteResult
 from lit_unlearn.evaluation.summary import format_summary, write_results
 from lit_unlearn.models import load_causal_lm, load_tokenizer, quiet_transformers, resolve_model_path
@@ -124,6 +125,7 @@ class UnlearningModule(LightningModule):
         self.ref_logps: Tensor | None = None  # [N_forget], cached reference log-probs
         self.eval_metrics = nn.ModuleDict()
         self.summary: dict[str, dict[str, float]] = {}
+        self.eval_history: list[dict[str, float]] = []  # {"step", "<set>/<metric>": ...} per evaluation
         self._tokenizer = None
         self._reference: _Frozen | None = None
         self._last_eval_step = -1
@@ -267,6 +269,7 @@ class UnlearningModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_unlearn"] = {
             "ref_logps": self.ref_logps, "sample_weights": self.sample_weights, "summary": self.summary,
+            "eval_history": self.eval_history,
             "forget_weight": self.forget_weight, "retain_weight": self.retain_weight,
         }
 
@@ -274,6 +277,7 @@ class UnlearningModule(LightningModule):
         state = checkpoint.get("lit_unlearn", {})
         self.ref_logps, self.sample_weights = state.get("ref_logps"), state.get("sample_weights")
         self.summary = state.get("summary", {}) or {}
+        self.eval_history = list(state.get("eval_history", []))
         self.forget_weight = state.get("forget_weight", self.forget_weight)
         self.retain_weight = state.get("retain_weight", self.retain_weight)
 
@@ -366,14 +370,11 @@ class UnlearningModule(LightningModule):
         dm = self._datamodule()
         sets = dm.eval_encoded if stage == "val" else dm.test_encoded
         model = model if model is not None else self.model
-        was_training = model.training
-        model.eval()
-        with self.trainer.precision_plugin.forward_context():
-            for name, data in sets.items():
-                for batch in dm.eval_dataloader(data):
-                    self._eval_batch({k: v.to(self.device) for k, v in batch.items()}, name, model)
-        model.train(was_training)
-        results = self._compute(list(sets))
+        results = {}
+        for name, data in sets.items():
+            metrics = evaluate_teacher_forced(model, dm.eval_dataloader(data), self.device,
+                                              self.trainer.precision_plugin.forward_context())
+            results.update({f"{name}/{k}": v for k, v in metrics.items()})
         if step is not None:
             self._log_eval(results, step)
         return results
@@ -384,6 +385,7 @@ class UnlearningModule(LightningModule):
         Lightning would log them one step earlier; the loggers get them directly, and
         ``callback_metrics`` (for ``ModelCheckpoint(monitor=...)``) through ``self.log``.
         """
+        self.eval_history.append({"step": step, **results})
         if self._current_fx_name == "on_validation_epoch_end":
             self.log_dict(results, logger=False, add_dataloader_idx=False)
         else:

@@ -1,0 +1,61 @@
+from functools import partial
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_unlearn import FictitiousPeople, GradAscent, StabilityGap
+from lit_unlearn.evaluation.stability import stability_metrics
+
+
+def test_metrics_on_a_synthetic_curve():
+    steps = [0, 1, 2, 3, 4, 5, 6]
+    acc = [0.9, 0.7, 0.5, 0.6, 0.8, 0.85, 0.4]
+    out = stability_metrics(steps, acc, forget_acc=0.2, window=2)
+    assert out["min_acc"] == 0.4
+    assert out["gap"] == pytest.approx(0.5)
+    # WF^2 = max over n, m in [n-2, n) of A_m - A_n: the largest is A_5 - A_6 = 0.45
+    assert out["wf"] == pytest.approx(0.45)
+    assert out["wc_acc"] == pytest.approx(0.5 * 0.8 + 0.5 * 0.4)
+    wide = stability_metrics(steps, acc, window=10)
+    assert wide["wf"] == pytest.approx(0.5)  # A_0 - A_6
+    assert "wc_acc" not in wide
+    rising = stability_metrics([0, 5, 10], [0.5, 0.6, 0.7], window=5)
+    assert rising == {"min_acc": 0.5, "gap": 0.0, "wf": 0.0}
+
+
+def fit(tiny_subject, callbacks, max_epochs, ckpt_path=None):
+    seed_everything(0)
+    module = GradAscent(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=2e-3), save_model=False,
+                        evaluate_at_start=False)
+    trainer = Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget", "retain", "neighbor"]),
+                ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_callback_tracks_the_curves_and_resumes(tiny_subject, tmp_path):
+    sg = StabilityGap(every_n_steps=2, subset_size=8, window=4)
+    fit(tiny_subject, [sg], max_epochs=2)  # 5 steps per epoch
+    assert [h["step"] for h in sg.history] == [0, 2, 4, 6, 8, 10]
+    assert sg.history[0]["forget_acc"] >= 0.9 and sg.history[-1]["forget_acc"] < sg.history[0]["forget_acc"]
+    expected = stability_metrics([h["step"] for h in sg.history], [h["retain_acc"] for h in sg.history],
+                                 sg.history[-1]["forget_acc"], 4)
+    assert sg.last["stability/gap"] == pytest.approx(expected["gap"])
+    assert sg.last["stability/wc_acc"] == pytest.approx(expected["wc_acc"])
+    # resume: the history continues where it stopped
+    part = StabilityGap(every_n_steps=2, subset_size=8, window=4)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    fit(tiny_subject, [part, ckpt], max_epochs=1)
+    resumed = StabilityGap(every_n_steps=2, subset_size=8, window=4)
+    fit(tiny_subject, [resumed, ModelCheckpoint(dirpath=tmp_path / "b")], max_epochs=2, ckpt_path=ckpt.last_model_path)
+    assert [h["step"] for h in resumed.history] == [0, 2, 4, 6, 8, 10]
+    for a, b in zip(resumed.history, sg.history):
+        assert a == pytest.approx(b)
+
+
+def test_needs_retain_in_sets():
+    with pytest.raises(ValueError, match="must include 'retain'"):
+        StabilityGap(sets=("forget",))

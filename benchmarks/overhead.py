@@ -7,7 +7,7 @@ Runs are interleaved and repeated; each run's time per step is the mean over its
 Ratios pair the rows of one repeat (run back to back) and take the median over repeats,
 so drifting machine load cancels; the table also shows every run.
 
-    python benchmarks/overhead.py [--steps 60] [--repeats 5] [--preset small]
+    python benchmarks/overhead.py [--steps 120] [--repeats 5] [--preset small]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def run_plain(model: str, preset: str, steps: int, warmup: int, batch_size: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)

@@ -6,13 +6,17 @@ from lit_unlearn.callbacks import (
 )
 from lit_unlearn.datamodules import FictitiousPeople, ForgetRetainDataModule
 from lit_unlearn.evaluation import MUSESuite, TOFUSuite
-from lit_unlearn.methods import NPO, ConstrainedEntropic, FineTune, GradAscent, GradDiff, Objectives, SimNPO, UnlearningModule
+from lit_unlearn.methods import (
+    NPO, RMU, SRMU, UNDIAL, ConstrainedEntropic, FineTune, GradAscent, GradDiff, IdkDPO, IdkNLL, Objectives,
+    SelectiveAmnesia, SimNPO, UnlearningModule,
+)
 from lit_unlearn.models import load_causal_lm, load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConstrainedEntropic", "DualVariable", "FictitiousPeople", "GradientProjection", "FineTune", "ForgetRetainDataModule", "GradAscent", "GradDiff", "MUSESuite", "NPO",
-    "Objectives", "RelearningProbe", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves",
+    "ConstrainedEntropic", "DualVariable", "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent",
+    "GradDiff", "GradientProjection", "IdkDPO", "IdkNLL", "MUSESuite", "NPO", "Objectives", "RMU", "RelearningProbe",
+    "SRMU", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL",
     "UnlearningModule", "load_causal_lm", "load_tokenizer",
 ]

@@ -132,3 +132,56 @@ def load_causal_lm(
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model.train()
+
+
+def decoder_layers(model) -> "torch.nn.ModuleList":
+    """The list of transformer blocks of a causal LM, found generically.
+
+    The first ``nn.ModuleList`` whose length equals the config's number of layers
+    (``model.layers`` in Llama/Qwen/Mistral, ``transformer.h`` in GPT-2, ``gpt_neox.layers``...).
+    """
+    from torch import nn
+
+    config = getattr(model, "config", None)
+    n = None
+    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+        n = n or getattr(config, attr, None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and (n is None or len(module) == n):
+            return module
+    raise ValueError(f"Could not find the decoder layers of {type(model).__name__} (no nn.ModuleList of "
+                     f"{n} blocks); pass explicit parameter names instead")
+
+
+def layer_mlp(layer) -> "torch.nn.Module":
+    """The MLP (feed-forward) block of a decoder layer (``mlp``, ``feed_forward`` or ``ffn``)."""
+    for attr in ("mlp", "feed_forward", "ffn", "block_sparse_moe"):
+        if hasattr(layer, attr):
+            return getattr(layer, attr)
+    raise ValueError(f"Could not find the MLP of {type(layer).__name__} (no mlp/feed_forward/ffn attribute)")
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass early (activations up to a layer are all that is needed)."""
+
+
+def hidden_at(model, layer: int, stop: bool = True, call=None, **inputs):
+    """Output hidden states ``[B, T, D]`` of decoder layer ``layer`` (0-based), running the model
+    no further than that layer when ``stop``. ``call(**inputs)`` replaces ``model(**inputs)``
+    (e.g. a ``torch.func.functional_call`` with substituted parameters)."""
+    block = decoder_layers(model)[layer]
+    captured = {}
+
+    def hook(module, args, output):
+        captured["h"] = output[0] if isinstance(output, (tuple, list)) else output
+        if stop:
+            raise StopForward
+
+    handle = block.register_forward_hook(hook)
+    try:
+        (call or model)(**inputs)
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured["h"]

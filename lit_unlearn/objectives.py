@@ -84,3 +84,43 @@ def logit_margin(logits: Tensor, labels: Tensor) -> Tensor:
     z = logits[:, :-1].float()
     margin = z.max(-1).values - z.mean(-1)
     return (margin.square() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def dpo(logp_win: Tensor, ref_win: Tensor, logp_lose: Tensor, ref_lose: Tensor, beta: float) -> Tensor:
+    """DPO per example: ``-(2/β) log σ(β ((logp_θ - logp_ref)(win) - (logp_θ - logp_ref)(lose)))``.
+
+    With identical win and lose answers it is ``(2/β) log 2``.
+    """
+    margin = (logp_win - ref_win) - (logp_lose - ref_lose)
+    return (2.0 / beta) * F.softplus(-beta * margin)
+
+
+def undial(logits: Tensor, ref_logits: Tensor, labels: Tensor, beta: float) -> Tensor:
+    """UNDIAL per example: cross-entropy of θ against ``softmax(z_ref - β·onehot(y))`` on each
+    answer token (the reference distribution with the true token's logit lowered by β),
+    averaged over the answer tokens, ``[B]``."""
+    target = labels[:, 1:]
+    mask = target != IGNORE_INDEX
+    z_ref = ref_logits[:, :-1].float()
+    penalty = torch.zeros_like(z_ref).scatter_(-1, target.clamp(min=0).unsqueeze(-1), beta)
+    teacher = F.softmax(z_ref - penalty, dim=-1)
+    ce = -(teacher * F.log_softmax(logits[:, :-1].float(), dim=-1)).sum(-1)
+    return (ce * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def activation_distance(hidden: Tensor, target: Tensor, mask: Tensor, weight: Tensor | None = None) -> Tensor:
+    """RMU's distance per example: ``‖w ⊙ (h - target)‖²`` averaged over the hidden dimension
+    and the masked tokens (the reference code's ``mse_loss``), ``[B]``.
+
+    Args:
+        hidden: ``[B, T, D]`` activations.
+        target: ``[D]``, ``[B, T, D]`` or broadcastable.
+        mask: ``[B, T]`` tokens that count.
+        weight: optional ``[D]`` per-feature weight (SRMU's importance map).
+    """
+    diff = hidden.float() - target.float()
+    if weight is not None:
+        diff = diff * weight
+    per_token = diff.square().mean(-1)
+    m = mask.float()
+    return (per_token * m).sum(-1) / m.sum(-1).clamp(min=1)

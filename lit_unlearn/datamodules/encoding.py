@@ -29,6 +29,7 @@ class Fields:
     text: str = "text"
     fact_span: str = "fact_span"
     entity: str = "entity"
+    neighbor_of: str = "neighbor_of"
 
 
 class EncodedSet(Dataset):

@@ -261,6 +261,22 @@ class FictitiousBenchmark:
         people = self.people
         return [self._record(people[pid], i) for pid in self.person_ids(split) for i in range(len(ATTRIBUTES))]
 
+    def indirect_neighbor_records(self, split: str, min_shared: int = 2) -> list[dict[str, Any]]:
+        """Retain records of people who share at least ``min_shared`` attribute values with a forget
+        person of ``split`` without being a planted neighbor; ``neighbor_of`` lists those people."""
+        pct = int(split.removeprefix("forget"))
+        forget = [self.people[i] for i in self.person_ids(split)]
+        out = []
+        for pid in self.person_ids(f"retain{100 - pct:02d}"):
+            person = self.people[pid]
+            if person["neighbor_of"] is not None:
+                continue
+            related = [f["name"] for f in forget
+                       if sum(person["facts"][a] == f["facts"][a] for a in ATTRIBUTE_NAMES) >= min_shared]
+            if related:
+                out += [{**self._record(person, i), "neighbor_of": related} for i in range(len(ATTRIBUTES))]
+        return out
+
     def training_records(self, split: str) -> list[dict[str, str]]:
         """Both phrasings of every fact of a split, as plain QA records for fine-tuning."""
         out = []
@@ -280,6 +296,7 @@ class FictitiousBenchmark:
             "id": f"p{person['id']:04d}-{attr}",
             "entity": name,
             "entity_id": person["id"],
+            "neighbor_of": self.people[person["neighbor_of"]]["name"] if person["neighbor_of"] is not None else None,
             "attribute": attr,
             "question": q.format(name=name),
             "answer": answer,

@@ -22,6 +22,9 @@ class FictitiousPeople(ForgetRetainDataModule):
         eval_sets: any of ``forget``, ``retain``, ``holdout``, ``neighbor``, ``paraphrase``
             (the forget facts in their second phrasing).
         max_eval_examples: seeded subset size per evaluation set (TOFU evaluates 400 retain rows).
+        sampling: as :class:`ForgetRetainDataModule`; with ``"modular"`` the neighbor sets
+            default to ``direct`` (the planted neighbors of each forget person) and
+            ``indirect`` (retain people sharing two or more attribute values with one).
         **kwargs: passed to :class:`ForgetRetainDataModule` (``batch_size``, ``sampling``, ...).
     """
 
@@ -48,6 +51,11 @@ class FictitiousPeople(ForgetRetainDataModule):
         unknown = [s for s in eval_sets if s not in sources]
         if unknown:
             raise ValueError(f"FictitiousPeople: unknown eval set(s) {unknown}; choose from {list(sources)}")
+        if kwargs.get("sampling") == "modular" and kwargs.get("neighbor_sets") is None:
+            # MELU: each forget person's planted neighbors, and people sharing two or more attributes
+            kwargs["neighbor_sets"] = {"direct": self.benchmark.records(f"neighbor{self.percent:02d}"),
+                                       "indirect": self.benchmark.indirect_neighbor_records(split)}
+            kwargs["neighbor_sets"] = {k: v for k, v in kwargs["neighbor_sets"].items() if v}
         super().__init__(forget=forget, retain=retain, eval_sets={s: sources[s] for s in eval_sets},
                          tokenizer=ensure_tokenizer(self.benchmark), max_eval_examples=max_eval_examples,
                          max_length=max_length, eval_batch_size=eval_batch_size, **kwargs)

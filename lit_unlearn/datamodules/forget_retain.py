@@ -9,10 +9,12 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from lit_unlearn.datamodules.encoding import DEFAULT_PROMPT_TEMPLATE, EncodedSet, Fields, check_fields, collate, encode
-from lit_unlearn.datamodules.sampling import SAMPLING_MODES, ForgetRetainSampler, PairDataset, ShardedEvalSampler
+from lit_unlearn.datamodules.sampling import (
+    SAMPLING_MODES, ForgetRetainSampler, ModularSampler, PairDataset, ShardedEvalSampler,
+)
 from lit_unlearn.datamodules.sources import Records, Source, load_records
 
 
@@ -36,7 +38,13 @@ class ForgetRetainDataModule(LightningDataModule):
         max_length: tokens per example (prompt + answer); longer examples are truncated.
         batch_size: forget examples per step (and as many retain examples).
         eval_batch_size: examples per evaluation batch.
-        sampling: ``"paired"`` (one retain per forget, with replacement) or ``"cyclic"``.
+        sampling: ``"paired"`` (one retain per forget, with replacement), ``"cyclic"`` (the larger
+            set once, the smaller cycled) or ``"modular"`` (MELU: entity by entity; every batch
+            holds one entity's forget rows, paired with that entity's neighbor rows and general
+            retain rows; needs the ``entity`` field).
+        neighbor_sets: named sets of neighbor records for modular sampling; each record's
+            ``neighbor_of`` field names the forget entity (or a list of them) it relates to.
+        neighbor_fraction: share of each modular batch's retain rows drawn from the neighbors.
         max_eval_examples: evaluate on a seeded subset of at most this many rows per set.
         num_workers: DataLoader workers (0 is fastest for pre-tokenised data).
         seed: seed of the sampling and of evaluation subsets.
@@ -56,6 +64,8 @@ class ForgetRetainDataModule(LightningDataModule):
         batch_size: int = 8,
         eval_batch_size: int = 32,
         sampling: str = "paired",
+        neighbor_sets: dict[str, Source] | None = None,
+        neighbor_fraction: float = 0.5,
         max_eval_examples: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -92,10 +102,17 @@ class ForgetRetainDataModule(LightningDataModule):
                 eval_sets["retain"] = self.retain_records
         self.eval_records = self._load_named(eval_sets, "eval_sets")
         self.test_records = self._load_named(test_sets, "test_sets") if test_sets is not None else self.eval_records
+        if not 0 <= neighbor_fraction <= 1:
+            raise ValueError(f"ForgetRetainDataModule: `neighbor_fraction` must be in [0, 1], got {neighbor_fraction!r}")
+        self.neighbor_fraction = neighbor_fraction
+        self.neighbor_records = self._load_named(neighbor_sets, "neighbor_sets") if neighbor_sets else {}
         self._check_fields()
         self._warn_overlap()
+        if sampling == "modular":
+            self._check_modular()
         self.forget_set: EncodedSet | None = None
         self.retain_set: EncodedSet | None = None
+        self.neighbor_encoded: dict[str, EncodedSet] = {}
         self.eval_encoded: dict[str, EncodedSet] = {}
         self.test_encoded: dict[str, EncodedSet] = {}
         self.tokenizer = None
@@ -124,9 +141,21 @@ class ForgetRetainDataModule(LightningDataModule):
         named = [("forget", self.forget_records), ("retain", self.retain_records)]
         named += [(f"eval_sets.{n}", r) for n, r in self.eval_records.items()]
         named += [(f"test_sets.{n}", r) for n, r in self.test_records.items()]
+        named += [(f"neighbor_sets.{n}", r) for n, r in self.neighbor_records.items()]
         for role, recs in named:
             if recs is not None:
                 check_fields(recs, role, self.fields_for(recs, role))
+
+    def _check_modular(self) -> None:
+        key = self.fields.entity
+        for i, row in enumerate(self.forget_records.rows):
+            if row.get(key) in (None, ""):
+                raise ValueError(f"forget: {self.forget_records.where(i)} has no '{key}' field, which sampling='modular' "
+                                 "groups by; set `fields.entity` to the field naming each record's entity")
+        for name, recs in self.neighbor_records.items():
+            if not any(r.get(self.fields.neighbor_of) for r in recs.rows):
+                raise ValueError(f"neighbor_sets.{name}: no record has the '{self.fields.neighbor_of}' field naming the "
+                                 "forget entity it neighbors")
 
     def fields_for(self, records: Records, role: str = "") -> Fields:
         """The datamodule's field names with the per-set overrides of ``records`` applied."""
@@ -186,6 +215,7 @@ class ForgetRetainDataModule(LightningDataModule):
             self.forget_set = encoded(self.forget_records, "forget")
             if self.retain_records is not None:
                 self.retain_set = encoded(self.retain_records, "retain")
+            self.neighbor_encoded = {n: encoded(r, f"neighbor_sets.{n}") for n, r in self.neighbor_records.items()}
             self.eval_encoded = {n: self._subset(encoded(r, n)) for n, r in self.eval_records.items()}
             self.test_encoded = {n: self._subset(encoded(r, n)) for n, r in self.test_records.items()}
 
@@ -196,6 +226,15 @@ class ForgetRetainDataModule(LightningDataModule):
                       chat_template=self.chat_template, max_length=self.max_length)
         kwargs.update(overrides)
         return encode(records, **kwargs)
+
+    def encode_answers(self, records: Records, answers: list[str], role: str) -> EncodedSet:
+        """``records`` with each answer replaced by ``answers[i]`` (fact spans dropped), encoded
+        with this datamodule's settings: e.g. a refusal for every forget question."""
+        if len(answers) != len(records):
+            raise ValueError(f"{role}: {len(answers)} answers for {len(records)} records")
+        fields = self.fields_for(records, role)
+        rows = [{**r, fields.answer: a, fields.fact_span: None} for r, a in zip(records.rows, answers)]
+        return self.encode(Records(rows, f"{records.origin} ({role})", records.path, records.meta), role)
 
     def eval_subset(self, n: int) -> list[int]:
         """Row ids of the seeded evaluation subset of a set of ``n`` rows (all if no limit)."""
@@ -223,9 +262,33 @@ class ForgetRetainDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
+        if self.sampling == "modular":
+            return self._modular_dataloader()
         n_retain = len(self.retain_set) if self.retain_set is not None else 0
         sampler = ForgetRetainSampler(len(self.forget_set), n_retain, self.sampling, self.seed)
         return DataLoader(PairDataset(self.forget_set, self.retain_set), batch_size=self.batch_size, sampler=sampler,
+                          collate_fn=self._collate_pairs, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def _modular_dataloader(self) -> DataLoader:
+        """One entity per batch (MELU); the retain pool is the retain set followed by the neighbor sets."""
+        entity = self.fields.entity
+        entity_rows: dict[str, list[int]] = {}
+        for i, row in enumerate(self.forget_records.rows):
+            entity_rows.setdefault(str(row[entity]), []).append(i)
+        parts = ([self.retain_set] if self.retain_set is not None else []) + list(self.neighbor_encoded.values())
+        general = list(range(len(self.retain_set))) if self.retain_set is not None else []
+        neighbor_rows: dict[str, list[int]] = {}
+        offset = len(general)
+        for name, data in self.neighbor_encoded.items():
+            for i, row in enumerate(self.neighbor_records[name].rows):
+                related = row.get(self.fields.neighbor_of)
+                for e in ([related] if isinstance(related, str) else related or []):
+                    neighbor_rows.setdefault(str(e), []).append(offset + i)
+            offset += len(data)
+        pool = ConcatDataset(parts) if parts else None
+        sampler = ModularSampler(entity_rows, neighbor_rows, general, self.batch_size, self.neighbor_fraction, self.seed)
+        return DataLoader(PairDataset(self.forget_set, pool), batch_size=None, sampler=sampler,
                           collate_fn=self._collate_pairs, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-SAMPLING_MODES = ("paired", "cyclic")
+SAMPLING_MODES = ("paired", "cyclic", "modular")
 
 
 def _world() -> tuple[int, int]:
@@ -22,7 +22,8 @@ def _world() -> tuple[int, int]:
 
 
 class PairDataset(Dataset):
-    """Indexed by ``(forget_index, retain_index | None)`` pairs, returns both items."""
+    """Indexed by ``(forget_index, retain_index | None)`` pairs (or a list of them, one whole
+    batch, as the modular sampler yields), returns both items."""
 
     def __init__(self, forget: Dataset, retain: Dataset | None) -> None:
         self.forget, self.retain = forget, retain
@@ -30,7 +31,9 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.forget)
 
-    def __getitem__(self, pair: tuple[int, int | None]):
+    def __getitem__(self, pair):
+        if isinstance(pair, list):
+            return [self[p] for p in pair]
         f, r = pair
         return self.forget[f], (self.retain[r] if r is not None else None)
 
@@ -96,3 +99,63 @@ class ShardedEvalSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.n, self.num_replicas))
+
+
+class ModularSampler(DistributedSampler):
+    """MELU's modular, entity-by-entity sampling; yields whole batches (lists of pairs).
+
+    Each epoch visits the entities in a seeded order; each entity's forget rows (shuffled)
+    form batches of at most ``batch_size`` that hold that entity only. Every batch is paired
+    with as many retain rows: ``round(neighbor_fraction * n)`` drawn (with replacement) from
+    the entity's neighbor rows when it has any, the rest from the general retain rows.
+    Under DDP the batches go round-robin to the ranks.
+
+    Args:
+        entity_rows: entity -> forget row ids.
+        neighbor_rows: entity -> row ids in the retain pool of that entity's neighbors.
+        general_rows: row ids in the retain pool of general retain data.
+        batch_size: forget rows per batch.
+        neighbor_fraction: share of each batch's retain rows taken from the neighbors.
+        seed: seed of every order and draw (with the epoch).
+    """
+
+    def __init__(self, entity_rows: dict[str, list[int]], neighbor_rows: dict[str, list[int]], general_rows: list[int],
+                 batch_size: int, neighbor_fraction: float = 0.5, seed: int = 0) -> None:
+        if not 0 <= neighbor_fraction <= 1:
+            raise ValueError(f"neighbor_fraction must be in [0, 1], got {neighbor_fraction!r}")
+        world, rank = _world()
+        self.entity_rows, self.neighbor_rows, self.general_rows = entity_rows, neighbor_rows, general_rows
+        self.batch_size, self.neighbor_fraction, self.seed = batch_size, neighbor_fraction, seed
+        self.num_replicas, self.rank, self.epoch = world, rank, 0
+        n_batches = sum(-(-len(rows) // batch_size) for rows in entity_rows.values())
+        self.num_samples = -(-n_batches // world)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def batches(self) -> list[list[tuple[int, int | None]]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        entities = list(self.entity_rows)
+        out = []
+        for e in torch.randperm(len(entities), generator=g).tolist():
+            entity = entities[e]
+            rows = self.entity_rows[entity]
+            rows = [rows[i] for i in torch.randperm(len(rows), generator=g).tolist()]
+            neighbors = self.neighbor_rows.get(entity, [])
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                n_nb = round(self.neighbor_fraction * len(chunk)) if neighbors else 0
+                if not self.general_rows:
+                    n_nb = len(chunk) if neighbors else 0
+                retain = [neighbors[i] for i in torch.randint(len(neighbors), (n_nb,), generator=g).tolist()] if n_nb else []
+                n_gen = len(chunk) - n_nb
+                if self.general_rows:
+                    retain += [self.general_rows[i] for i in torch.randint(len(self.general_rows), (n_gen,), generator=g).tolist()]
+                retain += [None] * (len(chunk) - len(retain))
+                out.append(list(zip(chunk, retain)))
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        batches = self.batches()
+        batches += batches[: self.num_samples * self.num_replicas - len(batches)]
+        return iter(batches[self.rank :: self.num_replicas])

@@ -4,6 +4,11 @@ from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.methods.constrained import ConstrainedEntropic
 from lit_unlearn.methods.finetune import FineTune
 from lit_unlearn.methods.gradient_ascent import GradAscent, GradDiff
+from lit_unlearn.methods.idk import IdkDPO, IdkNLL
 from lit_unlearn.methods.npo import NPO, SimNPO
+from lit_unlearn.methods.rmu import RMU, SRMU
+from lit_unlearn.methods.selective_amnesia import SelectiveAmnesia
+from lit_unlearn.methods.undial import UNDIAL
 
-__all__ = ["ConstrainedEntropic", "FineTune", "GradAscent", "GradDiff", "NPO", "Objectives", "SimNPO", "UnlearningModule"]
+__all__ = ["ConstrainedEntropic", "FineTune", "GradAscent", "GradDiff", "IdkDPO", "IdkNLL", "NPO", "Objectives", "RMU",
+           "SRMU", "SelectiveAmnesia", "SimNPO", "UNDIAL", "UnlearningModule"]

@@ -1,0 +1,59 @@
+"""Every method at its shipped config on the embedded benchmark, scored by the TOFU suite.
+
+Runs ``configs/methods/<name>.yaml`` (small preset, forget10) and evaluates the unlearned
+model with ``TOFUSuite`` against the gold retain model: forget and retain fact accuracy,
+forget quality, model utility, MIA (Min-K%++) AUC, and training time per step.
+
+    python benchmarks/methods_table.py [--configs grad_ascent npo rmu ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from lit_unlearn.cli import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ["grad_ascent", "grad_diff", "npo", "simnpo", "idk_nll", "idk_dpo", "rmu", "srmu", "undial",
+           "selective_amnesia", "melu_graddiff", "gu_graddiff", "gu_npo", "constrained_entropic"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=DEFAULT)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.configs:
+            cfg = ROOT / "configs" / "methods" / f"{name}.yaml"
+            start = time.perf_counter()
+            cli = cli_main(["fit", "--config", str(cfg), "--config", str(ROOT / "configs/eval/tofu_suite.yaml"),
+                            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                            f"--trainer.logger.init_args.save_dir={tmp}", "--model.init_args.save_model=false",
+                            "--trainer.check_val_every_n_epoch=1000"])
+            seconds = time.perf_counter() - start
+            cli.model.suite.progress = False
+            suite = cli.model.run_suite("val").metrics
+            steps = max(cli.trainer.global_step, 1)
+            rows.append((name, type(cli.model).__name__, suite["forget/fact_acc"], suite["retain/fact_acc"],
+                         suite.get("forget_quality", float("nan")), suite["model_utility"], suite["mia/min_k_pp"],
+                         1000 * seconds / steps, steps))
+            if name == args.configs[0]:
+                gold = cli.model.summary.get("gold", {})
+    print("\nTOFU suite on small forget10 after each shipped config (gold retain model: forget fact acc "
+          f"{gold.get('forget/fact_acc', float('nan')):.3f}, retain {gold.get('retain/fact_acc', float('nan')):.3f})")
+    print(f"{'config':<22}{'method':<20}{'forget':>8}{'retain':>8}{'FQ':>10}{'MU':>7}{'MIA++':>7}{'ms/step':>9}{'steps':>7}")
+    for name, method, f, r, fq, mu, mia, ms, steps in rows:
+        print(f"{name:<22}{method:<20}{f:>8.3f}{r:>8.3f}{fq:>10.2e}{mu:>7.3f}{mia:>7.3f}{ms:>9.0f}{steps:>7}")
+    print("ms/step: wall time of the whole fit (evaluations, reference caching, tracing) per optimizer step")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""``RMU`` and ``SRMU``: representation misdirection at one layer."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lit_unlearn.methods.base import Objectives, UnlearningModule
+from lit_unlearn.models import decoder_layers, hidden_at, layer_mlp
+from lit_unlearn.objectives import activation_distance
+
+# Output projections of the MLP in common architectures (Llama/Qwen/Mistral, GPT-2, GPT-NeoX, Phi, T5-style).
+DOWN_PROJECTIONS = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2")
+
+
+class RMU(UnlearningModule):
+    """Representation misdirection for unlearning.
+
+    Forget: layer-ℓ activations of forget tokens are pushed to ``c·u`` (u a fixed random unit
+    vector); retain: layer-ℓ activations of retain tokens stay at the frozen model's. Both
+    are ``‖·‖²`` averaged over hidden dimension and tokens (the reference code's
+    ``mse_loss``). Only the chosen parameters train (default: the MLP down-projection of
+    layers ℓ-2..ℓ); the forward pass stops at layer ℓ, and the frozen model's activations
+    come from the same module with the original values of the trained parameters
+    (``torch.func.functional_call``), so no second copy of the weights is kept.
+
+    Args:
+        layer: ℓ, 0-based (7 in the paper's 7B setting; must be below the layer count).
+        trainable: regexes over parameter names; default the MLP down-projections of ℓ-2..ℓ.
+        steering_coeff: c (6.5 on 7B WMDP, 300 on TOFU; scales with the activation norm).
+        retain_weight: α (1200 on 7B WMDP, 1000 on TOFU).
+        token_scope: ``"all"`` attended tokens (prompt and answer) or ``"answer"`` tokens only.
+        seed: seed of the control vector u.
+        **kwargs: see :class:`UnlearningModule` (published lr 5e-5).
+    """
+
+    requires_retain = True
+    default_lr = 5e-5
+
+    def __init__(self, *args: Any, layer: int = 7, trainable: list[str] | None = None, steering_coeff: float = 6.5,
+                 retain_weight: float = 1200.0, token_scope: str = "all", seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, retain_weight=retain_weight, **kwargs)
+        if not isinstance(layer, int) or layer < 0:
+            raise ValueError(f"{type(self).__name__}: `layer` must be an integer >= 0, got {layer!r}")
+        if token_scope not in ("all", "answer"):
+            raise ValueError(f"{type(self).__name__}: `token_scope` must be 'all' or 'answer', got {token_scope!r}")
+        self.layer, self.trainable_patterns, self.steering_coeff = layer, trainable, float(steering_coeff)
+        self.token_scope, self.seed = token_scope, seed
+        self.original: dict[str, Tensor] = {}
+        self.control: Tensor | None = None
+
+    def configure_model(self) -> None:
+        first = self.model is None or not self.original
+        super().configure_model()
+        if not first:
+            return
+        n_layers = len(decoder_layers(self.model))
+        if self.layer >= n_layers:
+            raise ValueError(f"{type(self).__name__}: `layer`={self.layer} but the model has {n_layers} layers "
+                             f"(0..{n_layers - 1})")
+        names = self._trainable_names()
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in names)
+        self.original = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in names}
+        hidden = self.model.config.hidden_size
+        g = torch.Generator().manual_seed(self.seed)
+        u = torch.rand(hidden, generator=g)
+        self.control = u / u.norm()
+
+    def _trainable_names(self) -> set[str]:
+        names = [n for n, _ in self.model.named_parameters()]
+        if self.trainable_patterns:
+            chosen = {n for n in names if any(re.search(p, n) for p in self.trainable_patterns)}
+            if not chosen:
+                raise ValueError(f"{type(self).__name__}: `trainable` patterns {self.trainable_patterns} match no "
+                                 f"parameter (e.g. {names[:3]})")
+            return chosen
+        layers = decoder_layers(self.model)
+        chosen = set()
+        prefix = {id(m): n for n, m in self.model.named_modules()}
+        for i in range(max(0, self.layer - 2), self.layer + 1):
+            mlp = layer_mlp(layers[i])
+            for sub, module in mlp.named_children():
+                if sub in DOWN_PROJECTIONS:
+                    chosen |= {f"{prefix[id(module)]}.{n}" for n, _ in module.named_parameters()}
+        if not chosen:
+            raise ValueError(f"{type(self).__name__}: no MLP down-projection ({', '.join(DOWN_PROJECTIONS)}) found in "
+                             "layers l-2..l; pass `trainable` parameter-name patterns")
+        return chosen
+
+    # ---------------------------------------------------------------- activations
+    def token_mask(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.token_scope == "answer":
+            return batch["labels"] != -100
+        return batch["attention_mask"].bool()
+
+    def hidden(self, batch: dict[str, Tensor]) -> Tensor:
+        """Layer-ℓ activations ``[B, T, D]`` of the trained model (the forward stops at ℓ)."""
+        return hidden_at(self.model, self.layer, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         use_cache=False)
+
+    @torch.no_grad()
+    def reference_hidden(self, batch: dict[str, Tensor]) -> Tensor:
+        """Layer-ℓ activations of the starting model: the trained parameters swapped for their originals."""
+        if any(t.device != self.device for t in self.original.values()):
+            self.original = {n: t.to(self.device) for n, t in self.original.items()}
+
+        def call(**kwargs):
+            return torch.func.functional_call(self.model, self.original, args=(), kwargs=kwargs)
+
+        return hidden_at(self.model, self.layer, call=call, input_ids=batch["input_ids"],
+                         attention_mask=batch["attention_mask"], use_cache=False)
+
+    def retain_loss(self, retain: dict[str, Tensor]) -> Tensor:
+        return activation_distance(self.hidden(retain), self.reference_hidden(retain), self.token_mask(retain))
+
+    def objectives(self, batch: dict[str, Any]) -> Objectives:
+        forget = batch["forget"]
+        target = (self.steering_coeff * self.control).to(self.device)
+        h = self.hidden(forget)
+        forget_loss = activation_distance(h, target, self.token_mask(forget))
+        return Objectives(forget=forget_loss, retain=self.retain_loss(batch["retain"]),
+                          logs={"forget_activation_norm": h.detach().float().norm(dim=-1).mean()})
+
+
+class SRMU(RMU):
+    """Selective RMU (interpretation: no public code; the knobs follow METHODS.md).
+
+    From the frozen model's layer-ℓ activations, kept as exponential moving averages over
+    the forget and retain batches (rate ``ema``): an importance map
+    ``m = normalise(|μ_f - μ_r| / (σ_r + eps))`` (mean 1) over hidden features and a
+    directed misdirection vector ``v = unit(-(μ_f - μ_r))``. Forget loss:
+    ``‖m ⊙ (h_ℓ(x_f) - (h_ℓ^ref(x_f) + c v))‖²``; retain as RMU. The map concentrates the
+    push on the features that separate forget from retain data, and ``v`` points away
+    from the forget mean rather than in a random direction.
+
+    Args:
+        ema: moving-average rate of the activation statistics (1: only the current batch).
+        eps: added to σ_r.
+        **kwargs: see :class:`RMU`.
+    """
+
+    def __init__(self, *args: Any, ema: float = 0.1, eps: float = 1e-4, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not 0 < ema <= 1:
+            raise ValueError(f"SRMU: `ema` must be in (0, 1], got {ema!r}")
+        self.ema, self.eps = ema, eps
+        self.stats: dict[str, Tensor] = {}
+
+    @staticmethod
+    def _moments(h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        m = mask.unsqueeze(-1).float()
+        n = m.sum().clamp(min=1)
+        mu = (h.float() * m).sum((0, 1)) / n
+        var = ((h.float() - mu).square() * m).sum((0, 1)) / n
+        return mu, var
+
+    def _update_stats(self, ref_f: Tensor, mask_f: Tensor, ref_r: Tensor, mask_r: Tensor) -> None:
+        mu_f, _ = self._moments(ref_f, mask_f)
+        mu_r, var_r = self._moments(ref_r, mask_r)
+        new = {"mu_f": mu_f, "mu_r": mu_r, "var_r": var_r}
+        for k, v in new.items():
+            self.stats[k] = v if k not in self.stats else (1 - self.ema) * self.stats[k].to(v) + self.ema * v
+
+    def importance(self) -> tuple[Tensor, Tensor]:
+        """``(m, v)``: the importance map (mean 1) and the misdirection unit vector, ``[D]`` each."""
+        diff = self.stats["mu_f"] - self.stats["mu_r"]
+        m = diff.abs() / (self.stats["var_r"].sqrt() + self.eps)
+        m = m / m.mean().clamp(min=1e-12)
+        v = -diff / diff.norm().clamp(min=1e-12)
+        return m, v
+
+    def objectives(self, batch: dict[str, Any]) -> Objectives:
+        forget, retain = batch["forget"], batch["retain"]
+        mask_f, mask_r = self.token_mask(forget), self.token_mask(retain)
+        ref_f, ref_r = self.reference_hidden(forget), self.reference_hidden(retain)
+        self._update_stats(ref_f, mask_f, ref_r, mask_r)
+        m, v = self.importance()
+        h_f = self.hidden(forget)
+        forget_loss = activation_distance(h_f, ref_f + self.steering_coeff * v, mask_f, weight=m)
+        retain_loss = activation_distance(self.hidden(retain), ref_r, mask_r)
+        return Objectives(forget=forget_loss, retain=retain_loss,
+                          logs={"importance_max": m.max().detach()})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lit_unlearn"]["srmu_stats"] = self.stats
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.stats = dict(checkpoint.get("lit_unlearn", {}).get("srmu_stats", {}) or {})

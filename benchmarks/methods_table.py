@@ -20,7 +20,8 @@ from lit_unlearn.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["grad_ascent", "grad_diff", "npo", "simnpo", "idk_nll", "idk_dpo", "rmu", "srmu", "undial",
-           "selective_amnesia", "melu_graddiff", "gu_graddiff", "gu_npo", "constrained_entropic"]
+           "selective_amnesia", "melu_graddiff", "gu_graddiff", "gu_npo", "constrained_entropic", "kfade", "reglu",
+           "guard_graddiff", "guard_npo"]
 
 
 def main() -> None:

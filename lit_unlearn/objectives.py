@@ -124,3 +124,15 @@ def activation_distance(hidden: Tensor, target: Tensor, mask: Tensor, weight: Te
     per_token = diff.square().mean(-1)
     m = mask.float()
     return (per_token * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+
+def token_hinge(logits: Tensor, labels: Tensor, margin: float = 1.0) -> Tensor:
+    """``max(0, margin + log p(y_t) - max_{v≠y_t} log p(v))`` averaged over answer tokens, ``[B]``:
+    zero once every answer token is at least ``margin`` nats below the best other token."""
+    target = labels[:, 1:]
+    mask = target != IGNORE_INDEX
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    true = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    others = logp.scatter(-1, target.clamp(min=0).unsqueeze(-1), float("-inf")).max(-1).values
+    loss = (margin + true - others).clamp(min=0)
+    return (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)

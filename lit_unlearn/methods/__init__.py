@@ -5,10 +5,12 @@ from lit_unlearn.methods.constrained import ConstrainedEntropic
 from lit_unlearn.methods.finetune import FineTune
 from lit_unlearn.methods.gradient_ascent import GradAscent, GradDiff
 from lit_unlearn.methods.idk import IdkDPO, IdkNLL
+from lit_unlearn.methods.kfade import KFADE
 from lit_unlearn.methods.npo import NPO, SimNPO
+from lit_unlearn.methods.reglu import REGLU
 from lit_unlearn.methods.rmu import RMU, SRMU
 from lit_unlearn.methods.selective_amnesia import SelectiveAmnesia
 from lit_unlearn.methods.undial import UNDIAL
 
-__all__ = ["ConstrainedEntropic", "FineTune", "GradAscent", "GradDiff", "IdkDPO", "IdkNLL", "NPO", "Objectives", "RMU",
-           "SRMU", "SelectiveAmnesia", "SimNPO", "UNDIAL", "UnlearningModule"]
+__all__ = ["ConstrainedEntropic", "FineTune", "GradAscent", "GradDiff", "IdkDPO", "IdkNLL", "KFADE", "NPO", "Objectives",
+           "REGLU", "RMU", "SRMU", "SelectiveAmnesia", "SimNPO", "UNDIAL", "UnlearningModule"]

@@ -2,7 +2,7 @@
 
 A method writes one thing, :meth:`UnlearningModule.objectives`, returning per-example
 forget and retain losses; the base class combines them as
-``loss = forget_weight * mean(sample_weights * forget) + retain_weight * mean(retain)``
+``loss = forget_weight * mean(sample_weights * forget) + retain_weight * mean(retain) (+ penalty)``
 and owns model loading, the frozen reference, optimisation, evaluation and saving.
 """
 
@@ -40,12 +40,14 @@ class Objectives:
     Attributes:
         forget: per-example forget loss ``[B_f]`` (minimised; gradient ascent is ``-NLL``).
         retain: per-example retain loss ``[B_r]``, or None.
+        penalty: a scalar added to the loss as is (a regulariser), or None.
         logs: scalars to log under ``train/``.
     """
 
     forget: Tensor
     retain: Tensor | None = None
     logs: dict[str, Tensor] = field(default_factory=dict)
+    penalty: Tensor | None = None
 
 
 class _Frozen:
@@ -224,10 +226,14 @@ class UnlearningModule(LightningModule):
         if retain is not None:
             # GradientProjection takes the retain gradient itself; backward then skips that branch
             loss = loss + self.retain_weight * (retain.detach() if self.retain_grad_external else retain)
+        if obj.penalty is not None:
+            loss = loss + obj.penalty
         if self.should_log():
             logs = {"train/loss": loss, "train/forget_loss": forget, **{f"train/{k}": v for k, v in obj.logs.items()}}
             if retain is not None:
                 logs["train/retain_loss"] = retain
+            if obj.penalty is not None:
+                logs["train/penalty"] = obj.penalty
             self.log_dict({k: v.detach() for k, v in logs.items()}, prog_bar=False)
             self.log("loss", loss.detach(), prog_bar=True, logger=False)
         return loss

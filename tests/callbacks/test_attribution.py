@@ -1,0 +1,57 @@
+from functools import partial
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+from lit_unlearn import DataAttributionWeights, ForgetRetainDataModule, GradDiff
+from lit_unlearn.callbacks.attribution import guard_weights, sketch
+
+
+def test_weights_follow_the_formula():
+    a = torch.tensor([0.5, -0.2, 0.1, 0.9])
+    w = guard_weights(a, temperature=0.5)
+    expected = 4 * torch.exp(-a / 0.5) / torch.exp(-a / 0.5).sum()
+    assert torch.allclose(w, expected) and w.mean().item() == pytest.approx(1.0)
+    assert int(w.argmin()) == 3  # the most aligned example gets the least weight
+
+
+def test_sketch_is_a_fixed_linear_projection():
+    torch.manual_seed(0)
+    a, b = torch.randn(1000), torch.randn(1000)
+    assert torch.allclose(sketch(a + b, 64, seed=3), sketch(a, 64, 3) + sketch(b, 64, 3), atol=1e-5)
+    assert torch.equal(sketch(a, 64, 3), sketch(a, 64, 3)) and not torch.equal(sketch(a, 64, 3), sketch(a, 64, 4))
+
+
+def fit(tiny_subject, forget, retain, callbacks):
+    seed_everything(0)
+    module = GradDiff(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=1e-3), save_model=False,
+                      evaluate_at_start=False)
+    data = ForgetRetainDataModule(forget=forget, retain=retain, tokenizer=tiny_subject, batch_size=4, max_length=64)
+    Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, callbacks=callbacks).fit(module, datamodule=data)
+    return module
+
+
+def test_planted_example_aligned_with_retain_gets_the_lowest_weight(tiny_subject, tiny_bench):
+    retain = tiny_bench.records("retain90")
+    planted = dict(retain[3])
+    forget = tiny_bench.records("forget10")[:9] + [planted]
+    cb = DataAttributionWeights(temperature=0.2, retain_examples=len(retain))
+    with pytest.warns(UserWarning, match="1 retain record"):
+        module = fit(tiny_subject, forget, retain, [cb])
+    assert int(cb.alignment.argmax()) == 9 and int(cb.weights.argmin()) == 9
+    assert cb.weights.mean().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(cb.weights, guard_weights(cb.alignment, 0.2))
+    assert torch.equal(module.sample_weights, cb.weights)
+    plain = fit(tiny_subject, forget, retain, [])
+    weighted_differs = any(not torch.equal(a, b) for a, b in zip(plain.model.parameters(), module.model.parameters()))
+    assert weighted_differs  # the weights changed what was trained
+
+
+def test_projection_and_bad_arguments(tiny_subject, tiny_bench):
+    cb = DataAttributionWeights(temperature=1.0, projection_dim=256, params=[r"layers\.1\."])
+    fit(tiny_subject, tiny_bench.records("forget10"), tiny_bench.records("retain90"), [cb])
+    assert cb.weights.shape == (20,) and torch.isfinite(cb.alignment).all()
+    with pytest.raises(ValueError, match="`temperature` must be > 0"):
+        DataAttributionWeights(temperature=0)

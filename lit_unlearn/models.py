@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,20 +94,73 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, padding_side: str
     return tok
 
 
+QUANTIZATION = ("nf4", "fp4", "int8")
+
+
+def quantization_config(kind: str | None, compute_dtype: torch.dtype | None = None):
+    """A transformers ``BitsAndBytesConfig`` for ``"nf4"``/``"fp4"`` (4-bit) or ``"int8"``; None for None."""
+    if kind is None:
+        return None
+    if kind not in QUANTIZATION:
+        raise ValueError(f"quantization must be one of {QUANTIZATION} or None, got {kind!r}")
+    from transformers import BitsAndBytesConfig
+
+    if kind == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=kind,
+                              bnb_4bit_compute_dtype=compute_dtype or torch.float32, bnb_4bit_use_double_quant=True)
+
+
+def lora_config(lora: dict):
+    """A ``peft.LoraConfig`` from a mapping of its fields; ``alpha`` and ``dropout`` are accepted
+    for ``lora_alpha`` and ``lora_dropout``. Defaults: r 8, alpha 2r, dropout 0, all linear layers."""
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise ImportError("LoRA needs peft: pip install peft") from None
+    options = dict(lora)
+    for short, full in {"alpha": "lora_alpha", "dropout": "lora_dropout"}.items():
+        if short in options:
+            options[full] = options.pop(short)
+    options.setdefault("r", 8)
+    options.setdefault("lora_alpha", 2 * options["r"])
+    options.setdefault("lora_dropout", 0.0)
+    options.setdefault("target_modules", "all-linear")
+    try:
+        return LoraConfig(**options)
+    except TypeError as err:
+        raise ValueError(f"lora: {err}; expected fields of peft.LoraConfig such as r, alpha, target_modules, "
+                         "dropout") from None
+
+
+def apply_lora(model, lora: dict):
+    """Wrap ``model`` with peft LoRA adapters (see :func:`lora_config`); only the adapters train."""
+    from peft import get_peft_model
+
+    config = lora_config(lora)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise ValueError(f"lora: {err}") from None
+
+
 def load_causal_lm(
     name: str,
     dtype: str | torch.dtype | None = None,
     gradient_checkpointing: bool = False,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    quantization: str | None = None,
 ):
     """Load a causal LM in train mode.
 
     Args:
         name: local directory, hub id, or registered name (``builtin:small/subject``).
         dtype: weights dtype (``"float32"``, ``"bfloat16"``, ...); None keeps the checkpoint's.
+            With quantization it is the compute dtype of the quantized layers.
         gradient_checkpointing: trade compute for activation memory.
         trust_remote_code: run code shipped with the checkpoint (off unless asked).
+        quantization: ``"nf4"``, ``"fp4"`` (4-bit) or ``"int8"`` through bitsandbytes; None loads full weights.
     """
     from transformers import AutoModelForCausalLM
 
@@ -118,6 +172,13 @@ def load_causal_lm(
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization_config(quantization, dtype)
+        if quantization == "int8":  # bitsandbytes' expected fp16 cast, once per matmul otherwise
+            warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+    adapter = Path(path) / "adapter_config.json"
+    if adapter.is_file():  # a LoRA adapter saved by lit-unlearn: load its base, then the adapter
+        return _load_adapter(path, adapter, dtype, gradient_checkpointing, trust_remote_code, quantization)
     try:
         with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -125,12 +186,44 @@ def load_causal_lm(
         if Path(path).exists():
             raise
         raise _hub_error(name, "model", err) from err
+    if quantization in ("nf4", "fp4"):
+        _keep_4bit_layout(model)
     if gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    return model.train()
+
+
+def _keep_4bit_layout(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel: the repack
+    rounds the block scales to bfloat16, so the base model would change after the first
+    evaluation (and its cached reference log-probs with it)."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _load_adapter(path, config_file: Path, dtype, gradient_checkpointing, trust_remote_code, quantization):
+    """Base model + saved LoRA adapter. On full-precision weights the adapter is merged (a plain
+    model, the same function); on a quantized base it stays a frozen adapter."""
+    import json
+
+    from peft import PeftModel
+
+    base_name = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    if not base_name:
+        raise ValueError(f"{config_file}: `base_model_name_or_path` is missing; cannot find the adapter's base model")
+    base = load_causal_lm(base_name, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
+                          trust_remote_code=trust_remote_code, quantization=quantization)
+    with quiet_transformers():
+        model = PeftModel.from_pretrained(base, str(path))
+    if quantization is None:
+        model = model.merge_and_unload()
     return model.train()
 
 

@@ -8,6 +8,7 @@ and owns model loading, the frozen reference, optimisation, evaluation and savin
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -27,11 +28,15 @@ from lit_unlearn.evaluation import TeacherForcedMetrics
 from lit_unlearn.evaluation.teacher_forced import evaluate_teacher_forced
 from lit_unlearn.evaluation.suite import EvalSuite, SuiteResult
 from lit_unlearn.evaluation.summary import format_summary, write_results
-from lit_unlearn.models import load_causal_lm, load_tokenizer, quiet_transformers, resolve_model_path
+from lit_unlearn.models import (
+    DTYPES, QUANTIZATION, apply_lora, load_causal_lm, load_tokenizer, lora_config, quiet_transformers, resolve_model_path,
+)
 from lit_unlearn.objectives import kl_to_reference, nll, sequence_logprob, weighted_mean
 from lit_unlearn.utils import atomic_dir
 
 SUMMARY_FILE = "lit_unlearn_summary.json"
+# Weights dtype for a Trainer precision when `dtype` is not given; others (32-true, *-mixed) -> float32.
+PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64}
 
 @dataclass
 class Objectives:
@@ -67,7 +72,15 @@ class UnlearningModule(LightningModule):
         scheduler: learning-rate scheduler factory (stepped every optimizer step).
         forget_weight: γ, weight of the forget term (callbacks may change it).
         retain_weight: α, weight of the retain term (callbacks may change it).
-        dtype: weights dtype (``"float32"``, ``"bfloat16"``); default the checkpoint's.
+        dtype: weights dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); default from the
+            Trainer's ``precision``: ``bf16-true`` -> bfloat16, ``16-true`` -> float16, otherwise
+            float32 (mixed precision keeps float32 master weights).
+        quantization: ``"nf4"``, ``"fp4"`` or ``"int8"``: load the base weights quantized with
+            bitsandbytes (needs ``lora``: quantized weights do not train).
+        lora: LoRA adapters through peft, e.g. ``{r: 16, alpha: 32, target_modules: all-linear}``
+            (any ``peft.LoraConfig`` field). Only the adapters train; the reference model is the
+            same base with the adapters disabled, so no second copy of the weights is kept. The
+            saved model is the adapter (``load_causal_lm`` on it loads base + adapter).
         gradient_checkpointing: recompute activations in backward to save memory.
         trust_remote_code: run code shipped with the checkpoint.
         evaluate_at_start: evaluate the starting model on the validation sets before the
@@ -86,6 +99,7 @@ class UnlearningModule(LightningModule):
     uses_reference_logps: ClassVar[bool] = False
     requires_retain: ClassVar[bool] = False
     retain_losses: ClassVar[tuple[str, ...]] = ("nll", "kl")
+    supports_lora: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -96,6 +110,8 @@ class UnlearningModule(LightningModule):
         forget_weight: float = 1.0,
         retain_weight: float = 1.0,
         dtype: str | None = None,
+        quantization: str | None = None,
+        lora: dict[str, Any] | None = None,
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
         evaluate_at_start: bool = True,
@@ -109,6 +125,20 @@ class UnlearningModule(LightningModule):
         for arg, value in (("forget_weight", forget_weight), ("retain_weight", retain_weight)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: `{arg}` must be a finite number >= 0, got {value!r}")
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"{name}: `dtype` must be one of {sorted(DTYPES)} or null, got {dtype!r}")
+        if quantization is not None and quantization not in QUANTIZATION:
+            raise ValueError(f"{name}: `quantization` must be one of {list(QUANTIZATION)} or null, got {quantization!r}")
+        if lora is not None and not isinstance(lora, dict):
+            raise ValueError(f"{name}: `lora` must be a mapping of peft LoraConfig fields (r, alpha, target_modules, "
+                             f"...), got {lora!r}")
+        if lora is not None:
+            lora_config(lora)  # unknown fields fail here, before any work
+        if (quantization or lora is not None) and not self.supports_lora:
+            raise ValueError(f"{name} does not support `quantization`/`lora` (it edits full-precision base weights)")
+        if quantization and lora is None:
+            raise ValueError(f"{name}: `quantization`={quantization!r} needs `lora` (quantized weights cannot be "
+                             "trained directly), e.g. lora: {{r: 16}}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "suite"] + (["model"] if isinstance(model, nn.Module) else []))
         if isinstance(model, nn.Module):  # a model object, for use from Python
             self.model_path, self.model = None, model
@@ -118,6 +148,7 @@ class UnlearningModule(LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.forget_weight, self.retain_weight = float(forget_weight), float(retain_weight)
         self.dtype_name, self.gradient_checkpointing, self.trust_remote_code = dtype, gradient_checkpointing, trust_remote_code
+        self.quantization, self.lora = quantization, dict(lora) if lora is not None else None
         self.evaluate_at_start = evaluate_at_start
         self.compare_with = resolve_model_path(compare_with) if compare_with else None
         self.suite = suite
@@ -145,25 +176,49 @@ class UnlearningModule(LightningModule):
             self._tokenizer = load_tokenizer(source, trust_remote_code=self.trust_remote_code)
         return self._tokenizer
 
+    def model_dtype(self) -> torch.dtype | None:
+        """``dtype``, or the one the Trainer's precision implies (None: keep the checkpoint's)."""
+        if self.dtype_name is not None:
+            return DTYPES[self.dtype_name]
+        precision = str(getattr(self._trainer, "precision", "")) if self._trainer is not None else ""
+        return PRECISION_DTYPES.get(precision, torch.float32 if precision else None)
+
     def configure_model(self) -> None:
-        """Load the model (once) and, for methods that need it, a frozen reference copy."""
+        """Load the model (once), add LoRA adapters if asked, and, for methods that need it, a
+        frozen reference copy (not with LoRA: the reference is the base with adapters disabled)."""
         if self.model is None:
-            self.model = load_causal_lm(self.model_path, dtype=self.dtype_name, trust_remote_code=self.trust_remote_code,
-                                        gradient_checkpointing=self.gradient_checkpointing)
-        if self.uses_reference_model and self._reference is None:
+            self.model = load_causal_lm(self.model_path, dtype=self.model_dtype(), trust_remote_code=self.trust_remote_code,
+                                        gradient_checkpointing=self.gradient_checkpointing,
+                                        quantization=self.quantization)
+            if self.lora is not None:
+                self.model = apply_lora(self.model, self.lora_options())
+        if self.uses_reference_model and self._reference is None and self.lora is None:
             ref = copy.deepcopy(self.model).eval().requires_grad_(False)
             self._reference = _Frozen(ref)
 
+    def lora_options(self) -> dict[str, Any]:
+        """The ``lora`` mapping passed to peft; methods may fill in defaults (RMU: its layers)."""
+        return dict(self.lora or {})
+
     @property
     def reference_model(self) -> nn.Module:
-        """The frozen starting model θ0 (eval mode, no grad), on the module's device."""
+        """The frozen starting model θ0 (eval mode, no grad), on the module's device and dtype."""
         if self._reference is None:
             raise RuntimeError(f"{type(self).__name__} has no reference model (uses_reference_model is False)")
         ref = self._reference.module
-        param = next(self.model.parameters())
-        if next(ref.parameters()).device != param.device:
-            ref.to(param.device)
+        param, ref_param = next(self.model.parameters()), next(ref.parameters())
+        if ref_param.device != param.device or (ref_param.dtype != param.dtype and param.is_floating_point()):
+            ref.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
         return ref
+
+    @contextlib.contextmanager
+    def adapters_disabled(self):
+        """Within: the model computes the starting function (LoRA adapters off); a no-op without LoRA."""
+        if self.lora is None:
+            yield
+            return
+        with self.model.disable_adapter():
+            yield
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         return (p for p in self.model.parameters() if p.requires_grad)
@@ -184,8 +239,18 @@ class UnlearningModule(LightningModule):
 
     @torch.no_grad()
     def reference_logits(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.reference_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    use_cache=False).logits
+        """Logits ``[B, T, V]`` of the starting model: the frozen copy, or with LoRA the same
+        module with its adapters disabled."""
+        inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        if self.lora is not None:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with self.adapters_disabled():
+                    return self.model(**inputs).logits
+            finally:
+                self.model.train(was_training)
+        return self.reference_model(**inputs).logits
 
     # ------------------------------------------------------------------ training
     def objectives(self, batch: dict[str, Any]) -> Objectives:
@@ -234,7 +299,7 @@ class UnlearningModule(LightningModule):
                 logs["train/retain_loss"] = retain
             if obj.penalty is not None:
                 logs["train/penalty"] = obj.penalty
-            self.log_dict({k: v.detach() for k, v in logs.items()}, prog_bar=False)
+            self.log_dict({k: v.detach() for k, v in logs.items()}, prog_bar=False, sync_dist=self.trainer.world_size > 1)
             self.log("loss", loss.detach(), prog_bar=True, logger=False)
         return loss
 
@@ -265,7 +330,7 @@ class UnlearningModule(LightningModule):
         was_training = self.model.training
         self.model.eval()
         loader = dm.eval_dataloader(data, shard=False)
-        with self.trainer.precision_plugin.forward_context():
+        with self.eval_context():
             for batch in loader:
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 out[batch["index"]] = sequence_logprob(self(batch), batch["labels"])[0].float()
@@ -288,6 +353,21 @@ class UnlearningModule(LightningModule):
         self.retain_weight = state.get("retain_weight", self.retain_weight)
 
     # ------------------------------------------------------------------ evaluation
+    def eval_context(self) -> contextlib.AbstractContextManager:
+        """For forward passes outside Lightning's loops (caching, evaluation): the precision
+        plugin's autocast and, under FSDP, the root's parameters gathered (read-only)."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.trainer.precision_plugin.forward_context())
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FSDPStrategy) and strategy.model is not None:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            stack.enter_context(FullyShardedDataParallel.summon_full_params(strategy.model, recurse=False,
+                                                                            writeback=False))
+        return stack
+
     def _datamodule(self):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "forget_set"):
@@ -367,7 +447,7 @@ class UnlearningModule(LightningModule):
         if suite is None:
             raise ValueError(f"{type(self).__name__}: no evaluation suite; pass `suite` (e.g. TOFUSuite)")
         return suite.run(self.model, self.tokenizer, self._datamodule(), stage,
-                         context=self.trainer.precision_plugin.forward_context(), default_gold=self.compare_with)
+                         context=self.eval_context(), default_gold=self.compare_with)
 
     @torch.no_grad()
     def evaluate(self, stage: str = "val", step: int | None = None, model: nn.Module | None = None) -> dict[str, float]:
@@ -379,7 +459,7 @@ class UnlearningModule(LightningModule):
         results = {}
         for name, data in sets.items():
             metrics = evaluate_teacher_forced(model, dm.eval_dataloader(data), self.device,
-                                              self.trainer.precision_plugin.forward_context())
+                                              self.eval_context())
             results.update({f"{name}/{k}": v for k, v in metrics.items()})
         if step is not None:
             self._log_eval(results, step)
@@ -412,11 +492,29 @@ class UnlearningModule(LightningModule):
         self.print_summary("fit")
 
     # ------------------------------------------------------------------ output
+    def full_state_dict(self) -> dict[str, Tensor] | None:
+        """The model's full state dict gathered on rank 0 under sharded strategies (FSDP), else
+        None (the model holds its whole weights). A collective: every rank must call it."""
+        from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+            return None
+        state = strategy.lightning_module_state_dict()
+        return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+
     def save(self, path: str) -> None:
-        """Save model and tokenizer with ``save_pretrained`` (safetensors), atomically, from rank 0."""
+        """Save model and tokenizer with ``save_pretrained`` (safetensors), atomically, from rank 0.
+
+        With LoRA the adapter is saved (``adapter_config.json`` names the base model by absolute
+        path; ``load_causal_lm`` loads both). Under FSDP the full weights are gathered first."""
+        state = self.full_state_dict()
         if self.trainer.is_global_zero:
             with atomic_dir(path) as tmp, quiet_transformers():
-                self.model.save_pretrained(tmp, safe_serialization=True)
+                extra = {"state_dict": state} if state is not None else {}
+                self.model.save_pretrained(tmp, safe_serialization=True, **extra)
+                if self.lora is not None:
+                    _absolute_base_path(Path(tmp) / "adapter_config.json")
                 self.tokenizer.save_pretrained(tmp)
                 if self.summary:
                     (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(self.summary, indent=2))
@@ -430,3 +528,12 @@ class UnlearningModule(LightningModule):
         text = format_summary(self.summary, stage, seconds=time.perf_counter() - self._fit_started if stage == "fit" else None)
         if text:
             print(text, flush=True)
+
+
+def _absolute_base_path(config_file: Path) -> None:
+    """Point a saved adapter at its base model by absolute path when the base is a local directory."""
+    config = json.loads(config_file.read_text())
+    base = config.get("base_model_name_or_path")
+    if base and Path(base).is_dir():
+        config["base_model_name_or_path"] = str(Path(base).resolve())
+        config_file.write_text(json.dumps(config, indent=2))

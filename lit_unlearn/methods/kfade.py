@@ -141,6 +141,7 @@ class KFADE(UnlearningModule):
         **kwargs: see :class:`UnlearningModule`.
     """
 
+    supports_lora = False  # edits full-precision base weights
     requires_retain = True
 
     def __init__(self, *args: Any, steps: int = 3, trust_region: float = 1e-3, damping: float = 0.1,

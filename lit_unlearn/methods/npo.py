@@ -23,21 +23,31 @@ class NPO(UnlearningModule):
     Args:
         beta: β (0.1).
         retain_loss: ``"nll"`` (default) or ``"kl"``.
+        cache_reference: False runs the reference model on every forget batch instead of
+            caching (what most research code does; for comparison, or with data augmented
+            on the fly).
         **kwargs: see :class:`UnlearningModule` (γ = α = 1, lr 1e-5).
     """
 
     uses_reference_logps = True
     requires_retain = True
 
-    def __init__(self, *args: Any, beta: float = 0.1, retain_loss: str = "nll", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, beta: float = 0.1, retain_loss: str = "nll", cache_reference: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.beta = _positive(type(self).__name__, "beta", beta)
         self.retain_loss = self._check_retain_loss(retain_loss)
+        self.cache_reference = bool(cache_reference)
+        if not self.cache_reference:
+            self.uses_reference_logps, self.uses_reference_model = False, True
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]
         logp, _ = sequence_logprob(self(forget), forget["labels"])
-        ref = self.ref_logps[forget["index"]]
+        if self.cache_reference:
+            ref = self.ref_logps[forget["index"]]
+        else:
+            ref = sequence_logprob(self.reference_logits(forget), forget["labels"])[0].float()
         return Objectives(forget=npo(logp, ref, self.beta), retain=self.retain_term(batch["retain"], self.retain_loss),
                           logs={"log_ratio": (logp - ref).mean().detach()})
 

@@ -59,6 +59,7 @@ class REGLU(UnlearningModule):
         **kwargs: see :class:`UnlearningModule` (published lr 1e-4).
     """
 
+    supports_lora = False  # edits full-precision base weights
     requires_retain = True
     default_lr = 1e-4
 

@@ -25,7 +25,9 @@ class RMU(UnlearningModule):
     ``mse_loss``). Only the chosen parameters train (default: the MLP down-projection of
     layers ℓ-2..ℓ); the forward pass stops at layer ℓ, and the frozen model's activations
     come from the same module with the original values of the trained parameters
-    (``torch.func.functional_call``), so no second copy of the weights is kept.
+    (``torch.func.functional_call``), so no second copy of the weights is kept. With ``lora``
+    (and optionally ``quantization``) the adapters train instead, by default on the chosen
+    down-projections, and the frozen activations come from the same model with adapters off.
 
     Args:
         layer: ℓ, 0-based (7 in the paper's 7B setting; must be below the layer count).
@@ -53,22 +55,34 @@ class RMU(UnlearningModule):
         self.control: Tensor | None = None
 
     def configure_model(self) -> None:
-        first = self.model is None or not self.original
+        first = self.model is None or self.control is None
         super().configure_model()
         if not first:
             return
-        n_layers = len(decoder_layers(self.model))
-        if self.layer >= n_layers:
-            raise ValueError(f"{type(self).__name__}: `layer`={self.layer} but the model has {n_layers} layers "
-                             f"(0..{n_layers - 1})")
-        names = self._trainable_names()
-        for name, p in self.model.named_parameters():
-            p.requires_grad_(name in names)
-        self.original = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in names}
+        self._check_layer()
         hidden = self.model.config.hidden_size
         g = torch.Generator().manual_seed(self.seed)
         u = torch.rand(hidden, generator=g)
         self.control = u / u.norm()
+        if self.lora is not None:
+            return
+        names = self._trainable_names()
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in names)
+        self.original = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in names}
+
+    def _check_layer(self) -> None:
+        n_layers = len(decoder_layers(self.model))
+        if self.layer >= n_layers:
+            raise ValueError(f"{type(self).__name__}: `layer`={self.layer} but the model has {n_layers} layers "
+                             f"(0..{n_layers - 1})")
+
+    def lora_options(self) -> dict[str, Any]:
+        options = super().lora_options()
+        if "target_modules" not in options:  # adapters on the layers RMU would train
+            self._check_layer()
+            options["target_modules"] = sorted({n.rsplit(".", 1)[0] for n in self._trainable_names()})
+        return options
 
     def _trainable_names(self) -> set[str]:
         names = [n for n, _ in self.model.named_parameters()]
@@ -104,7 +118,15 @@ class RMU(UnlearningModule):
 
     @torch.no_grad()
     def reference_hidden(self, batch: dict[str, Tensor]) -> Tensor:
-        """Layer-ℓ activations of the starting model: the trained parameters swapped for their originals."""
+        """Layer-ℓ activations of the starting model: the trained parameters swapped for their
+        originals (with LoRA: the adapters disabled)."""
+        inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        if self.lora is not None:
+            with self.adapters_disabled():
+                return hidden_at(self.model, self.layer, **inputs)
+        dtype = next(self.model.parameters()).dtype
+        if any(t.dtype != dtype for t in self.original.values()):  # the Trainer cast the model (bf16-true)
+            self.original = {n: t.to(dtype) for n, t in self.original.items()}
         if any(t.device != self.device for t in self.original.values()):
             self.original = {n: t.to(self.device) for n, t in self.original.items()}
 

@@ -77,7 +77,11 @@ class SelectiveAmnesia(UnlearningModule):
         blocks = decoder_layers(self.model)
         if max(self.layers) >= len(blocks):
             raise ValueError(f"SelectiveAmnesia: layer {max(self.layers)} requested but the model has {len(blocks)}")
-        keep = {id(p) for i in self.layers for p in layer_mlp(blocks[i]).parameters()}
+        keep = {id(p) for i in self.layers for n, p in layer_mlp(blocks[i]).named_parameters()
+                if self.lora is None or "lora_" in n}  # with LoRA: the adapters inside those MLPs
+        if not keep:
+            raise ValueError(f"SelectiveAmnesia: `lora` puts no adapter in the MLPs of layers {self.layers}; "
+                             "include the MLP projections in lora.target_modules")
         for p in self.model.parameters():
             p.requires_grad_(id(p) in keep)
         return super().configure_optimizers()

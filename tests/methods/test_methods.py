@@ -84,6 +84,22 @@ def test_npo_caches_reference_logps_once(tiny_subject, tmp_path, monkeypatch):
     assert torch.allclose(rec.objectives[0].forget, torch.full((5,), 20 * math.log(2)), atol=1e-3)
 
 
+@pytest.mark.parametrize("lora", [None, {"r": 4}])
+def test_npo_reference_every_step_equals_the_cache(lora, tiny_subject, tmp_path):
+    """cache_reference=False runs the reference per batch (a frozen copy, or with LoRA the base
+    with adapters off) and follows the same trajectory as the cached log-probs."""
+    runs = {}
+    for cache in (True, False):
+        module = NPO(model=tiny_subject, cache_reference=cache, lora=lora, optimizer=adamw(1e-2), save_model=False,
+                     evaluate_at_start=False)
+        _, rec = fit(module, FictitiousPeople("tiny", batch_size=5, eval_sets=["forget"]), tmp_path, steps=5)
+        runs[cache] = (module, rec.losses)
+    assert runs[False][0].ref_logps is None and runs[True][0].ref_logps is not None
+    assert (runs[False][0]._reference is None) == (lora is not None)  # LoRA: no copy of the weights
+    assert runs[False][1] == pytest.approx(runs[True][1], rel=1e-4)
+    assert runs[True][1][-1] < runs[True][1][0] - 0.1  # and the runs really moved
+
+
 def test_kl_reference_stays_out_of_checkpoints(tiny_subject, tmp_path):
     module = GradDiff(model=tiny_subject, retain_loss="kl", optimizer=adamw(1e-3), save_model=False)
     _, rec = fit(module, FictitiousPeople("tiny", batch_size=4), tmp_path, steps=2)

@@ -1,0 +1,104 @@
+"""GPU check: a short bf16-mixed run and an nf4 + LoRA run of GradDiff on one CUDA device.
+
+Prints tokens per second (attended tokens of the forget and retain batches, after a warm-up)
+and the peak CUDA memory allocated for each run. Not used by the tests; needs a CUDA GPU.
+
+    python benchmarks/gpu_check.py [--steps 30] [--batch-size 8]
+
+The model is a randomly initialised ~150M-parameter Llama with the embedded benchmark's
+tokenizer, trained on the benchmark's small preset (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, Trainer, seed_everything
+
+from lit_unlearn import FictitiousPeople, GradDiff
+
+RUNS = {
+    "bf16-mixed, full": ({"precision": "bf16-mixed"}, {}),
+    "nf4 + LoRA r16, bf16 compute": ({"precision": "bf16-true"}, {"quantization": "nf4", "lora": {"r": 16}}),
+}
+
+
+class Throughput(Callback):
+    """Attended tokens per second over the steps after ``warmup``."""
+
+    def __init__(self, warmup: int = 5) -> None:
+        self.warmup, self.tokens, self.start, self.seconds = warmup, 0, None, 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.warmup:
+            torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.tokens += sum(int(part["attention_mask"].sum()) for part in (batch["forget"], batch.get("retain"))
+                               if part is not None)
+
+    def on_train_end(self, trainer, module):
+        torch.cuda.synchronize()
+        if self.start is not None:
+            self.seconds = time.perf_counter() - self.start
+
+
+def random_model(path: Path) -> str:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lit_unlearn.datamodules.fictitious import FictitiousBenchmark, ensure_tokenizer
+    from lit_unlearn.models import load_tokenizer
+
+    tok = load_tokenizer(ensure_tokenizer(FictitiousBenchmark("small")))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=1024, intermediate_size=2816, num_hidden_layers=12,
+                         num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=512,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_check.py needs a CUDA GPU (torch.cuda.is_available() is False)")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = random_model(Path(tmp))
+        print("| run | tokens/s | peak memory MiB | final loss |")
+        print("|---|---|---|---|")
+        for name, (trainer_kw, module_kw) in RUNS.items():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            seed_everything(0)
+            meter = Throughput()
+            module = GradDiff(model=model, optimizer=partial(torch.optim.AdamW, lr=1e-5), save_model=False,
+                              evaluate_at_start=False, **module_kw)
+            data = FictitiousPeople("small", "forget10", batch_size=args.batch_size, sampling="cyclic",
+                                    eval_sets=["forget"])
+            trainer = Trainer(accelerator="cuda", devices=1, max_steps=args.steps, logger=False,
+                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                              limit_val_batches=0, num_sanity_val_steps=0, callbacks=[meter], **trainer_kw)
+            trainer.fit(module, datamodule=data)
+            loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+            rate = meter.tokens / meter.seconds if meter.seconds else float("nan")
+            print(f"| {name} | {rate:,.0f} | {torch.cuda.max_memory_allocated() / 2**20:,.0f} | {loss:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Issue 8: precisions, 4-bit/8-bit bases with LoRA, 8-bit optimizers, gradient checkpointing."""
+
+import math
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer, seed_everything
+from safetensors.torch import load_file
+
+from lit_unlearn import (
+    KFADE, NPO, REGLU, RMU, SRMU, UNDIAL, ConstrainedEntropic, FictitiousPeople, FineTune, GradAscent, GradDiff, IdkDPO,
+    IdkNLL, SelectiveAmnesia, SimNPO, load_causal_lm,
+)
+
+ALL_METHODS = [
+    (FineTune, {}), (GradAscent, {}), (GradDiff, {}), (GradDiff, {"retain_loss": "kl"}), (NPO, {}), (SimNPO, {}),
+    (IdkNLL, {}), (IdkDPO, {}), (RMU, {"layer": 1, "steering_coeff": 10.0, "retain_weight": 1.0}),
+    (SRMU, {"layer": 1, "steering_coeff": 10.0, "retain_weight": 1.0}), (UNDIAL, {}),
+    (SelectiveAmnesia, {"top_k": 1, "trace_examples": 4}), (ConstrainedEntropic, {}),
+    (KFADE, {"steps": 1, "factor_examples": 8}), (REGLU, {"rank": 2, "retain_rank": 4, "stat_examples": 8}),
+]
+
+
+class Losses(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if outputs is not None:
+            self.losses.append(float(outputs["loss"]))
+
+
+def fit(module, tmp_path, steps=2, batch_size=4, **trainer_kw):
+    seed_everything(0)
+    losses = Losses()
+    kw = dict(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path,
+              callbacks=[losses])
+    kw.update(trainer_kw)
+    trainer = Trainer(**kw)
+    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=batch_size, eval_sets=["forget"]))
+    return trainer, losses
+
+
+def ids(case):
+    cls, kw = case
+    return cls.__name__ + ("-" + "-".join(f"{k}={v}" for k, v in kw.items() if k == "retain_loss") if kw else "")
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16-mixed", torch.float32), ("bf16-true", torch.bfloat16)])
+@pytest.mark.parametrize("case", ALL_METHODS, ids=ids)
+def test_every_method_under_each_precision(case, precision, dtype, tiny_subject, tmp_path):
+    cls, kw = case
+    module = cls(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=1e-3), save_model=False,
+                 evaluate_at_start=False, **kw)
+    start = {n: p.detach().clone() for n, p in load_causal_lm(tiny_subject).named_parameters()}
+    trainer, rec = fit(module, tmp_path, precision=precision)
+    assert trainer.global_step >= 1
+    if not isinstance(module, KFADE):  # K-FADE takes Gauss-Newton steps, no loss per batch
+        assert rec.losses and all(math.isfinite(x) for x in rec.losses), rec.losses
+    float_params = [p for p in module.model.parameters() if p.is_floating_point()]
+    assert {p.dtype for p in float_params} == {dtype}  # master weights fp32 under mixed, bf16 under bf16-true
+    assert all(torch.isfinite(p).all() for p in float_params)
+    if not isinstance(module, REGLU):  # REGLU trains adapters (its own test checks them)
+        changed = [n for n, p in module.model.named_parameters() if not torch.equal(p.detach().to(start[n]), start[n])]
+        assert changed
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "int8"])
+@pytest.mark.parametrize("cls", [GradDiff, NPO])
+def test_quantized_lora_trains_only_adapters_and_loads_back(cls, quantization, tiny_subject, tmp_path):
+    module = cls(model=tiny_subject, quantization=quantization, lora={"r": 4, "alpha": 8},
+                 optimizer=partial(torch.optim.AdamW, lr=1e-2), evaluate_at_start=False,
+                 save_dir=str(tmp_path / "saved"))
+    module.configure_model()  # what the Trainer calls first; lets us see the weights before training
+    with torch.no_grad():  # bitsandbytes quantizes int8 weights on CPU at the first forward
+        module.model(input_ids=torch.tensor([[1, 5, 9]]))
+    before = _frozen_state(module.model)
+    assert any(t.dtype in (torch.uint8, torch.int8) for t in before.values())  # the base really is quantized
+    trainer, rec = fit(module, tmp_path, steps=4)
+    assert len(rec.losses) == 4 and all(math.isfinite(x) for x in rec.losses)
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    after = _frozen_state(module.model)
+    assert after.keys() == before.keys()
+    for name, tensor in before.items():  # base weights and quantization statistics bitwise unchanged
+        assert torch.equal(tensor, after[name]), name
+    lora_b = [p for n, p in module.model.named_parameters() if "lora_B" in n]
+    assert max(float(p.abs().max()) for p in lora_b) > 1e-3  # B starts at 0
+    # The saved adapter loads back on the quantized base and gives the trained model's logits.
+    saved = tmp_path / "saved"
+    assert (saved / "adapter_config.json").is_file() and (saved / "adapter_model.safetensors").is_file()
+    assert not (saved / "model.safetensors").exists()  # no copy of the base weights
+    adapter = load_file(saved / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    loaded = load_causal_lm(str(saved), quantization=quantization).eval()
+    module.model.eval()
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    with torch.no_grad():
+        expected = module.model(input_ids=ids).logits
+        got = loaded(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def _frozen_state(model):
+    """Every non-adapter weight, quantized ones as stored and dequantized (bitsandbytes may
+    re-encode its nested statistics when serialising, so the state dict is not the reference)."""
+    import bitsandbytes as bnb
+
+    state = {}
+    for name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if "lora_" in name + pname:
+                continue
+            state[f"{name}.{pname}"] = p.detach().clone()
+            if isinstance(p, bnb.nn.Params4bit):
+                state[f"{name}.{pname}:dequantized"] = bnb.functional.dequantize_4bit(p.data, p.quant_state).clone()
+            elif isinstance(p, bnb.nn.Int8Params) and p.SCB is not None:
+                state[f"{name}.{pname}:scales"] = p.SCB.clone()
+    return state
+
+
+def test_lora_reference_is_the_base_with_adapters_off(tiny_subject, tmp_path):
+    """NPO's cached log-probs and UNDIAL's reference come from the adapter-free base: no copy."""
+    module = UNDIAL(model=tiny_subject, lora={"r": 4}, optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                    save_model=False, evaluate_at_start=False)
+    fit(module, tmp_path, steps=3)
+    assert module._reference is None  # no second copy of the weights
+    base = load_causal_lm(tiny_subject).eval()
+    batch = {"input_ids": torch.tensor([[1, 5, 9, 13, 2, 7]]), "attention_mask": torch.ones(1, 6, dtype=torch.long)}
+    with torch.no_grad():
+        trained = module(batch)
+        torch.testing.assert_close(module.reference_logits(batch), base(**batch).logits, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(trained, base(**batch).logits, atol=1e-3)  # the adapters did change the model
+
+
+def test_merged_adapter_loads_as_plain_model(tiny_subject, tmp_path):
+    module = GradDiff(model=tiny_subject, lora={"r": 4}, optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                      evaluate_at_start=False, save_dir=str(tmp_path / "saved"))
+    fit(module, tmp_path, steps=3)
+    loaded = load_causal_lm(str(tmp_path / "saved")).eval()
+    assert not any("lora_" in n for n, _ in loaded.named_parameters())  # merged on a full-precision base
+    module.model.eval()
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, module.model(input_ids=ids).logits, atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_rmu_with_lora_adapts_only_its_layers(tiny_subject, tmp_path):
+    module = RMU(model=tiny_subject, layer=1, steering_coeff=10.0, retain_weight=1.0, quantization="nf4",
+                 lora={"r": 2}, optimizer=partial(torch.optim.AdamW, lr=1e-2), save_model=False,
+                 evaluate_at_start=False)
+    fit(module, tmp_path, steps=2)
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n and "mlp.down_proj" in n for n in trainable)
+    assert {int(n.split("layers.")[1].split(".")[0]) for n in trainable} == {0, 1}  # layers l-2..l = 0, 1
+
+
+def test_adamw8bit_from_yaml_and_gradient_checkpointing(tiny_subject, tmp_path):
+    """The bitsandbytes 8-bit AdamW chosen by class path, as a YAML config would."""
+    import yaml
+
+    from lit_unlearn.cli import UnlearnCLI
+
+    config = {
+        "model": {"class_path": "lit_unlearn.GradDiff",
+                  "init_args": {"model": tiny_subject, "gradient_checkpointing": True, "evaluate_at_start": False,
+                                "save_model": False,
+                                "optimizer": {"class_path": "bitsandbytes.optim.AdamW8bit",
+                                              "init_args": {"lr": 1e-3}}}},
+        "data": {"class_path": "lit_unlearn.FictitiousPeople",
+                 "init_args": {"preset": "tiny", "batch_size": 4, "eval_sets": ["forget"]}},
+        "trainer": {"max_steps": 2, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                    "default_root_dir": str(tmp_path), "limit_val_batches": 0, "num_sanity_val_steps": 0},
+    }
+    path = tmp_path / "adamw8bit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = UnlearnCLI(args=["fit", "--config", str(path)])
+    import bitsandbytes
+
+    optimizer = cli.trainer.optimizers[0]
+    assert isinstance(optimizer, bitsandbytes.optim.AdamW8bit)
+    assert cli.model.model.is_activation_checkpointing
+    states = [s for s in optimizer.state.values() if "state1" in s]
+    assert states and any(s["state1"].dtype == torch.uint8 for s in states)  # 8-bit moments for large tensors
+    assert cli.trainer.global_step == 2
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"quantization": "nf4"}, "needs `lora`"),
+    ({"quantization": "int4", "lora": {}}, "`quantization` must be one of"),
+    ({"lora": 8}, "`lora` must be a mapping"),
+    ({"dtype": "float8"}, "`dtype` must be one of"),
+])
+def test_bad_quantization_arguments(kwargs, match, tiny_subject):
+    with pytest.raises(ValueError, match=match):
+        GradDiff(model=tiny_subject, **kwargs)
+
+
+def test_methods_that_edit_base_weights_refuse_lora(tiny_subject):
+    for cls in (KFADE, REGLU):
+        with pytest.raises(ValueError, match="does not support `quantization`/`lora`"):
+            cls(model=tiny_subject, lora={"r": 4})
+
+
+def test_unknown_lora_field_is_named_at_construction(tiny_subject):
+    with pytest.raises(ValueError, match="rank_typo"):
+        GradDiff(model=tiny_subject, lora={"r": 4, "rank_typo": 3})

@@ -2,7 +2,7 @@
 
 from lit_unlearn import zoo as _zoo  # noqa: F401  (registers the builtin: model names)
 from lit_unlearn.callbacks import (
-    DataAttributionWeights, DualVariable, GradientProjection, RelearningProbe, StabilityGap, SuiteEvaluation, TradeOffCurves,
+    DataAttributionWeights, DivergenceGuard, DualVariable, GradientProjection, RelearningProbe, StabilityGap, SuiteEvaluation, TradeOffCurves,
 )
 from lit_unlearn.datamodules import FictitiousPeople, ForgetRetainDataModule
 from lit_unlearn.evaluation import MUSESuite, TOFUSuite
@@ -15,7 +15,7 @@ from lit_unlearn.models import load_causal_lm, load_tokenizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConstrainedEntropic", "DataAttributionWeights", "DualVariable", "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent",
+    "ConstrainedEntropic", "DataAttributionWeights", "DivergenceGuard", "DualVariable", "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent",
     "GradDiff", "GradientProjection", "IdkDPO", "IdkNLL", "KFADE", "MUSESuite", "NPO", "Objectives", "REGLU", "RMU", "RelearningProbe",
     "SRMU", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL",
     "UnlearningModule", "load_causal_lm", "load_tokenizer",

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 import lit_unlearn  # noqa: F401  (imports every method and datamodule so short class names resolve)
 from lit_unlearn.datamodules import ForgetRetainDataModule
@@ -17,13 +23,54 @@ TRAINER_DEFAULTS = {
 
 
 class UnlearnCLI(LightningCLI):
-    """LightningCLI in subclass mode: ``--model NPO``, ``--data FictitiousPeople``."""
+    """LightningCLI in subclass mode: ``--model NPO``, ``--data FictitiousPeople``.
+
+    On top of Lightning's: checkpoints load with ``weights_only=True`` unless asked
+    otherwise; the default checkpoint callback also keeps ``last.ckpt``; and
+    ``--ckpt_path last`` continues the newest run of the same logger name (its version
+    directory, checkpoints and TensorBoard curves, with the events logged after the
+    checkpoint's step dropped).
+    """
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except Exception as err:  # jsonargparse wraps our argument errors; show the user ours
             raise _root_cause(err) from None
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in self._subcommand_method_arguments[subcommand] and kwargs.get("weights_only") is None:
+            kwargs["weights_only"] = True  # never unpickle arbitrary objects from a checkpoint file
+        if kwargs.get("ckpt_path") == "last":
+            found = continue_last_version(self.trainer)
+            if found is not None:
+                kwargs["ckpt_path"] = found
+        return kwargs
+
+    def before_fit(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint) and callback.save_last is None:
+            callback.save_last = True  # so that `--ckpt_path last` finds something after a crash
+
+
+def continue_last_version(trainer) -> str | None:
+    """Point an unversioned TensorBoard logger at the newest earlier version that has a
+    ``checkpoints/last*.ckpt`` and return that checkpoint; None when there is none."""
+    logger = trainer.logger
+    if not isinstance(logger, TensorBoardLogger) or logger._version is not None or logger._experiment is not None:
+        return None
+    root = Path(logger.root_dir)
+    candidates = sorted(root.glob("version_*/checkpoints/last*.ckpt"), key=lambda f: f.stat().st_mtime)
+    if not candidates:
+        return None
+    last = candidates[-1]
+    version = last.parent.parent.name
+    logger._version = int(version.split("_", 1)[1]) if version.split("_", 1)[1].isdigit() else version
+    step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0)
+    logger._kwargs["purge_step"] = step + 1  # keep what the killed run logged up to the checkpoint, drop the rest
+    rank_zero_info(f"Resuming {last} (step {step}) in {last.parent.parent}")
+    return str(last)
 
 
 def _root_cause(err: BaseException) -> BaseException:

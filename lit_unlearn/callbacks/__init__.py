@@ -1,6 +1,7 @@
 """Callbacks that work with any unlearning method (one per file)."""
 
 from lit_unlearn.callbacks.attribution import DataAttributionWeights
+from lit_unlearn.callbacks.divergence_guard import DivergenceGuard
 from lit_unlearn.callbacks.dual_variable import DualVariable
 from lit_unlearn.callbacks.gradient_projection import GradientProjection
 from lit_unlearn.callbacks.relearning_probe import RelearningProbe
@@ -8,4 +9,4 @@ from lit_unlearn.callbacks.stability_gap import StabilityGap
 from lit_unlearn.callbacks.suite_evaluation import SuiteEvaluation
 from lit_unlearn.callbacks.tradeoff import TradeOffCurves
 
-__all__ = ["DataAttributionWeights", "DualVariable", "GradientProjection", "RelearningProbe", "StabilityGap", "SuiteEvaluation", "TradeOffCurves"]
+__all__ = ["DataAttributionWeights", "DivergenceGuard", "DualVariable", "GradientProjection", "RelearningProbe", "StabilityGap", "SuiteEvaluation", "TradeOffCurves"]

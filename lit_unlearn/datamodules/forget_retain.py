@@ -266,9 +266,49 @@ class ForgetRetainDataModule(LightningDataModule):
             return self._modular_dataloader()
         n_retain = len(self.retain_set) if self.retain_set is not None else 0
         sampler = ForgetRetainSampler(len(self.forget_set), n_retain, self.sampling, self.seed)
+        self._resume(sampler, -(-len(sampler) // self.batch_size), self.batch_size)
         return DataLoader(PairDataset(self.forget_set, self.retain_set), batch_size=self.batch_size, sampler=sampler,
                           collate_fn=self._collate_pairs, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
+
+    def fingerprint(self) -> dict[str, str]:
+        """SHA-256 of every encoded set (token ids, labels and fact masks, in order), by set
+        name, plus ``"all"`` over them: what a run was trained and evaluated on."""
+        import hashlib
+
+        self._require_setup()
+        sets = {"forget": self.forget_set, "retain": self.retain_set, **{f"neighbor/{k}": v for k, v in
+                self.neighbor_encoded.items()}, **{f"val/{k}": v for k, v in self.eval_encoded.items()}}
+        out, total = {}, hashlib.sha256()
+        for name, data in sets.items():
+            if data is None:
+                continue
+            h = hashlib.sha256()
+            for i in range(len(data)):
+                ids, labels, fact, _ = data[i]
+                for t in (ids, labels, fact):
+                    h.update(b"|" if t is None else t.numpy().tobytes())
+            out[name] = h.hexdigest()
+            total.update(f"{name}:{out[name]};".encode())
+        out["all"] = total.hexdigest()
+        return out
+
+    def _resume(self, sampler, batches_per_epoch: int, items_per_batch: int) -> None:
+        """Start ``sampler`` where a resumed fit stopped: the restored epoch's order, less the
+        batches already trained. Lightning takes the first batch before it sets the sampler's
+        epoch, and checkpoints do not hold the loader's position; both follow from the
+        Trainer's restored counters because the samplers are deterministic per epoch."""
+        trainer = self.trainer
+        if trainer is None or trainer.global_step == 0 or not trainer.lightning_module.automatic_optimization:
+            return
+        accumulate = trainer.accumulate_grad_batches
+        steps_per_epoch = -(-batches_per_epoch // accumulate)
+        epoch = trainer.current_epoch
+        done = (trainer.global_step - epoch * steps_per_epoch) * accumulate
+        if done >= batches_per_epoch:  # saved after the epoch's last batch: Lightning goes on to the next
+            epoch, done = epoch + 1, 0
+        sampler.set_epoch(epoch)
+        sampler.skip = max(0, done) * items_per_batch
 
     def _modular_dataloader(self) -> DataLoader:
         """One entity per batch (MELU); the retain pool is the retain set followed by the neighbor sets."""
@@ -288,6 +328,7 @@ class ForgetRetainDataModule(LightningDataModule):
             offset += len(data)
         pool = ConcatDataset(parts) if parts else None
         sampler = ModularSampler(entity_rows, neighbor_rows, general, self.batch_size, self.neighbor_fraction, self.seed)
+        self._resume(sampler, len(sampler), 1)
         return DataLoader(PairDataset(self.forget_set, pool), batch_size=None, sampler=sampler,
                           collate_fn=self._collate_pairs, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)

@@ -73,10 +73,13 @@ class ForgetRetainSampler(DistributedSampler):
         retain = _cycled(self.n_retain, self.total, g)
         return list(zip(forget, retain))
 
+    skip = 0  # items of the next epoch to leave out once (set when resuming mid-epoch)
+
     def __iter__(self) -> Iterator[tuple[int, int | None]]:
         pairs = self.pairs()
         pairs += pairs[: self.num_samples * self.num_replicas - len(pairs)]  # even shards under DDP
-        return iter(pairs[self.rank :: self.num_replicas])
+        skip, self.skip = self.skip, 0
+        return iter(pairs[self.rank :: self.num_replicas][skip:])
 
 
 def _cycled(n: int, total: int, g: torch.Generator) -> list[int]:
@@ -155,7 +158,10 @@ class ModularSampler(DistributedSampler):
                 out.append(list(zip(chunk, retain)))
         return out
 
+    skip = 0  # batches of the next epoch to leave out once (set when resuming mid-epoch)
+
     def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
         batches = self.batches()
         batches += batches[: self.num_samples * self.num_replicas - len(batches)]
-        return iter(batches[self.rank :: self.num_replicas])
+        skip, self.skip = self.skip, 0
+        return iter(batches[self.rank :: self.num_replicas][skip:])

@@ -32,6 +32,7 @@ from lit_unlearn.models import (
     DTYPES, QUANTIZATION, apply_lora, load_causal_lm, load_tokenizer, lora_config, quiet_transformers, resolve_model_path,
 )
 from lit_unlearn.objectives import kl_to_reference, nll, sequence_logprob, weighted_mean
+from lit_unlearn.provenance import RUN_INFO, run_record, write_json
 from lit_unlearn.utils import atomic_dir
 
 SUMMARY_FILE = "lit_unlearn_summary.json"
@@ -164,6 +165,8 @@ class UnlearningModule(LightningModule):
         self._last_eval_step = -1
         self._fit_started = 0.0
         self.last_objectives: Objectives | None = None
+        self.last_loss: Tensor | None = None  # of the latest training step (DivergenceGuard reads it)
+        self.run_info: dict[str, Any] = {}  # versions, seed, data fingerprint (written beside logs and model)
         self.saved_path: str | None = None
 
     # ------------------------------------------------------------------ model
@@ -278,6 +281,10 @@ class UnlearningModule(LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if self.requires_retain and dm is not None and getattr(dm, "retain_set", True) is None:
             raise ValueError(f"{type(self).__name__} needs a retain set: pass `retain` to the datamodule")
+        self.run_info = run_record(self, dm)
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if self.trainer.is_global_zero and log_dir and self.loggers:
+            write_json(Path(log_dir) / RUN_INFO, self.run_info)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         obj = self.objectives(batch)
@@ -293,6 +300,7 @@ class UnlearningModule(LightningModule):
             loss = loss + self.retain_weight * (retain.detach() if self.retain_grad_external else retain)
         if obj.penalty is not None:
             loss = loss + obj.penalty
+        self.last_loss = loss.detach()
         if self.should_log():
             logs = {"train/loss": loss, "train/forget_loss": forget, **{f"train/{k}": v for k, v in obj.logs.items()}}
             if retain is not None:
@@ -518,6 +526,8 @@ class UnlearningModule(LightningModule):
                 self.tokenizer.save_pretrained(tmp)
                 if self.summary:
                     (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(self.summary, indent=2))
+                if self.run_info:
+                    (Path(tmp) / RUN_INFO).write_text(json.dumps(self.run_info, indent=2, default=str))
             rank_zero_info(f"Saved the unlearned model to {path}")
         self.trainer.strategy.barrier("lit_unlearn_save")
         self.saved_path = path

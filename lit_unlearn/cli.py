@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +45,14 @@ class UnlearnCLI(LightningCLI):
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if "weights_only" in self._subcommand_method_arguments[subcommand] and kwargs.get("weights_only") is None:
             kwargs["weights_only"] = True  # never unpickle arbitrary objects from a checkpoint file
-        if kwargs.get("ckpt_path") == "last":
+        ckpt = kwargs.get("ckpt_path")
+        if ckpt == "last":
             found = continue_last_version(self.trainer)
             if found is not None:
                 kwargs["ckpt_path"] = found
+        elif ckpt and ckpt not in ("best", "hpc", "registry") and "://" not in str(ckpt) and not Path(ckpt).is_file():
+            raise FileNotFoundError(f"--ckpt_path {ckpt!r}: no such checkpoint file (or use 'last' to resume the "
+                                    "newest run of this logger)")
         return kwargs
 
     def before_fit(self) -> None:
@@ -96,14 +103,45 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
         save_config_kwargs={"overwrite": True},
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
+        parser_kwargs={"exit_on_error": False},  # raise, so that `main` prints one clear line
         args=args,
         run=run,
     )
 
 
-def main() -> None:
-    """Console entry point (``lit-unlearn``)."""
-    cli_main()
+# Errors about the user's input: one clear line, no traceback (LIT_UNLEARN_DEBUG=1 shows it).
+INPUT_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point (``lit-unlearn``): argument and input errors end the command with
+    ``lit-unlearn: error: ...`` on the first line of stderr and exit status 2."""
+    try:
+        cli_main(args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        if isinstance(err, argparse.ArgumentError):
+            message = _parse_error_message(str(err))
+        else:
+            kind = "" if isinstance(err, (ValueError, TypeError)) else f"{type(err).__name__}: "
+            message = kind + (str(err).strip() or type(err).__name__)
+        print(f"lit-unlearn: error: {message}", file=sys.stderr, flush=True)
+        if os.environ.get("LIT_UNLEARN_DEBUG") or not isinstance(err, INPUT_ERRORS + (argparse.ArgumentError,)):
+            traceback.print_exc()
+        raise SystemExit(2) from None
+
+
+_PARSER_NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
+
+
+def _parse_error_message(text: str) -> str:
+    """jsonargparse's multi-line union report, cut to the key and the reasons that matter."""
+    lines = [line.strip().lstrip("- ").strip() for line in text.splitlines()]
+    head, details = lines[0].rstrip(":"), [x for x in lines[1:] if x and not x.startswith(_PARSER_NOISE)]
+    details = [f"unknown class {x.split(': ', 1)[1]!r} (a method or datamodule name such as NPO, or an import path)"
+               if x.startswith("Expected a dot import path string") else x for x in details]
+    return f"{head}: {' '.join(details)}" if details else head
 
 
 if __name__ == "__main__":

@@ -24,11 +24,12 @@ def register_model_resolver(prefix: str, resolver: Callable[[str], str]) -> None
     _RESOLVERS[prefix] = resolver
 
 
-def resolve_model_path(name: str) -> str:
+def resolve_model_path(name: str, require_config: bool = True) -> str:
     """Turn a model name into something ``from_pretrained`` accepts, checking local paths.
 
     A registered prefix (``builtin:``) is resolved (and built on first use). A name that
-    looks like a local path must exist. Anything else is passed on as a hub id.
+    looks like a local path must exist (with a config.json unless ``require_config`` is
+    False, as for tokenizer directories). Anything else is passed on as a hub id.
     """
     if not isinstance(name, (str, os.PathLike)) or not str(name):
         raise ValueError(f"model must be a local directory or a Hugging Face hub id, got {name!r}")
@@ -43,6 +44,9 @@ def resolve_model_path(name: str) -> str:
                                     "`save_pretrained` (with config.json), or at a hub id such as 'org/name'.")
         if not path.is_dir():
             raise NotADirectoryError(f"Model path '{name}' is a file; expected a directory written by `save_pretrained`.")
+        if require_config and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"Model directory '{name}' has no config.json; expected a directory written by "
+                                    "`save_pretrained` (or a LoRA adapter with adapter_config.json).")
         return str(path)
     return name
 
@@ -79,7 +83,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, padding_side: str
     """A tokenizer with a pad token (the EOS token when the checkpoint has none)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name)
+    path = resolve_model_path(name, require_config=False)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as err:
@@ -126,11 +130,17 @@ def lora_config(lora: dict):
     options.setdefault("lora_alpha", 2 * options["r"])
     options.setdefault("lora_dropout", 0.0)
     options.setdefault("target_modules", "all-linear")
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(LoraConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"lora: unknown field(s) {unknown}; expected peft.LoraConfig fields such as r, alpha, "
+                         "target_modules, dropout, bias")
     try:
         return LoraConfig(**options)
-    except TypeError as err:
-        raise ValueError(f"lora: {err}; expected fields of peft.LoraConfig such as r, alpha, target_modules, "
-                         "dropout") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"lora: {err}") from None
 
 
 def apply_lora(model, lora: dict):

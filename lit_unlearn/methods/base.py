@@ -139,7 +139,7 @@ class UnlearningModule(LightningModule):
             raise ValueError(f"{name} does not support `quantization`/`lora` (it edits full-precision base weights)")
         if quantization and lora is None:
             raise ValueError(f"{name}: `quantization`={quantization!r} needs `lora` (quantized weights cannot be "
-                             "trained directly), e.g. lora: {{r: 16}}")
+                             "trained directly), e.g. lora: {r: 16}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "suite"] + (["model"] if isinstance(model, nn.Module) else []))
         if isinstance(model, nn.Module):  # a model object, for use from Python
             self.model_path, self.model = None, model

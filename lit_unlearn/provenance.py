@@ -8,8 +8,9 @@ import platform
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
 from typing import Any
+
+from lit_unlearn.utils import atomic_write_text
 
 PACKAGES = ("lit-unlearn", "torch", "lightning", "transformers", "tokenizers", "safetensors", "peft", "bitsandbytes",
             "torchmetrics", "jsonargparse", "numpy", "tensorboard")
@@ -47,11 +48,7 @@ def run_record(module, datamodule=None) -> dict[str, Any]:
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON through a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def _plain(value: Any) -> Any:

@@ -238,3 +238,38 @@ def test_data_fingerprint_is_stable_and_changes_with_the_data():
     assert other["forget"] != base["forget"] and other["all"] != base["all"]
     truncated = fingerprint(split="forget10", max_length=24)  # the same records, tokenised differently
     assert truncated["forget"] != base["forget"]
+
+
+def test_remote_code_in_a_checkpoint_does_not_run_by_default(tmp_path, random_model_dir):
+    """A model directory that ships Python code (auto_map) is refused unless trust_remote_code."""
+    import shutil
+
+    from lit_unlearn.models import load_causal_lm
+
+    model = tmp_path / "remote"
+    shutil.copytree(random_model_dir, model)
+    marker = tmp_path / "code_ran"
+    (model / "configuration_evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "from transformers import LlamaConfig\nclass EvilConfig(LlamaConfig):\n    model_type = 'evil'\n")
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="evil", auto_map={"AutoConfig": "configuration_evil.EvilConfig"})
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        load_causal_lm(str(model))
+    assert not marker.exists()
+
+
+def test_a_crash_while_saving_leaves_no_half_written_model(tiny_subject, tmp_path, monkeypatch):
+    module = GradDiff(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=1e-3), evaluate_at_start=False,
+                      save_dir=str(tmp_path / "model"))
+    trainer = Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, limit_val_batches=0)
+
+    def disk_full(*args, **kwargs):  # the model weights are written, then the tokenizer fails
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(type(module.tokenizer), "save_pretrained", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget"]))
+    assert list(tmp_path.iterdir()) == []  # neither the model directory nor its temporary sibling

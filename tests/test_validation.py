@@ -74,6 +74,8 @@ CASES = [
     ('model', 'quantization without lora', lambda: with_("model.init_args.quantization", "nf4"), ["fit"], 'needs `lora`'),
     ('model', 'unknown LoRA field', lambda: with_("model.init_args.lora", {"rank": 8}), ["fit"], "unknown field\\(s\\) \\['rank'\\]"),
     ('model', 'RMU layer beyond the model', lambda: with_("model.init_args.layer", 9, with_("model.class_path", "RMU")), ["fit"], '`layer`=9 but the model has 2 layers'),
+    ('model', 'RMU negative steering coefficient', lambda: with_("model.init_args.steering_coeff", -1.0, with_("model.class_path", "RMU")), ["fit"], '`steering_coeff` must be a number > 0'),
+    ('model', 'REGLU negative regulariser weight', lambda: with_("model.init_args.reg_weight", -1.0, with_("model.class_path", "REGLU")), ["fit"], '`reg_weight` must be a finite number >= 0'),
     ('data', 'forget file missing', lambda: with_("data", data(forget="nope.json")), ["fit"], "nope.json' does not exist"),
     ('data', 'record lacks the question field', lambda: with_("data", data(forget="typo.json")), ["fit"], "row 1 of 'typo.json' has no field 'question'"),
     ('data', 'empty forget file', lambda: with_("data", data(forget="empty.json")), ["fit"], "forget set \\('empty.json'\\) is empty"),

@@ -126,6 +126,11 @@ class UnlearningModule(LightningModule):
         for arg, value in (("forget_weight", forget_weight), ("retain_weight", retain_weight)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: `{arg}` must be a finite number >= 0, got {value!r}")
+        flags = (("evaluate_at_start", evaluate_at_start), ("gradient_checkpointing", gradient_checkpointing),
+                 ("trust_remote_code", trust_remote_code), ("save_model", save_model))
+        for arg, value in flags:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: `{arg}` must be true or false, got {value!r}")
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"{name}: `dtype` must be one of {sorted(DTYPES)} or null, got {dtype!r}")
         if quantization is not None and quantization not in QUANTIZATION:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lit_unlearn.methods.base import Objectives, UnlearningModule
@@ -37,7 +38,9 @@ class NPO(UnlearningModule):
         super().__init__(*args, **kwargs)
         self.beta = _positive(type(self).__name__, "beta", beta)
         self.retain_loss = self._check_retain_loss(retain_loss)
-        self.cache_reference = bool(cache_reference)
+        if not isinstance(cache_reference, bool):
+            raise ValueError(f"{type(self).__name__}: `cache_reference` must be true or false, got {cache_reference!r}")
+        self.cache_reference = cache_reference
         if not self.cache_reference:
             self.uses_reference_logps, self.uses_reference_model = False, True
 
@@ -66,6 +69,8 @@ class SimNPO(UnlearningModule):
     def __init__(self, *args: Any, beta: float = 4.5, delta: float = 0.0, forget_weight: float = 0.125,
                  **kwargs: Any) -> None:
         super().__init__(*args, forget_weight=forget_weight, **kwargs)
+        if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not math.isfinite(delta):
+            raise ValueError(f"{type(self).__name__}: `delta` must be a finite number, got {delta!r}")
         self.beta, self.delta = _positive(type(self).__name__, "beta", beta), float(delta)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:

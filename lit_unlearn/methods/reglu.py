@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,12 @@ class REGLU(UnlearningModule):
             raise ValueError(f"REGLU: `rank` must be a positive integer, got {rank!r}")
         if not 0 <= beta <= 1:
             raise ValueError(f"REGLU: `beta` must be in [0, 1], got {beta!r}")
+        for arg, value in (("retain_rank", retain_rank), ("stat_examples", stat_examples)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"REGLU: `{arg}` must be a positive integer, got {value!r}")
+        for arg, value in (("lora_alpha", lora_alpha), ("reg_weight", reg_weight)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"REGLU: `{arg}` must be a finite number >= 0, got {value!r}")
         if forget_loss not in ("ga", "hinge"):
             raise ValueError(f"REGLU: `forget_loss` must be 'ga' or 'hinge', got {forget_loss!r}")
         self.rank, self.lora_alpha, self.beta, self.reg_weight = rank, lora_alpha, beta, reg_weight

@@ -47,6 +47,8 @@ class RMU(UnlearningModule):
         super().__init__(*args, retain_weight=retain_weight, **kwargs)
         if not isinstance(layer, int) or layer < 0:
             raise ValueError(f"{type(self).__name__}: `layer` must be an integer >= 0, got {layer!r}")
+        if not isinstance(steering_coeff, (int, float)) or isinstance(steering_coeff, bool) or not steering_coeff > 0:
+            raise ValueError(f"{type(self).__name__}: `steering_coeff` must be a number > 0, got {steering_coeff!r}")
         if token_scope not in ("all", "answer"):
             raise ValueError(f"{type(self).__name__}: `token_scope` must be 'all' or 'answer', got {token_scope!r}")
         self.layer, self.trainable_patterns, self.steering_coeff = layer, trainable, float(steering_coeff)

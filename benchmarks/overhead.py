@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_unlearn import DualVariable, FictitiousPeople, GradDiff, GradientProjection
+from lit_unlearn import DivergenceGuard, DualVariable, FictitiousPeople, GradDiff, GradientProjection
 from lit_unlearn.callbacks import StabilityGap
 from lit_unlearn.models import load_causal_lm
 from lit_unlearn.objectives import gradient_ascent, nll
@@ -148,6 +148,7 @@ def main() -> None:
         "+ GradientProjection k=1": lambda: run_library(**kw, callbacks=[GradientProjection(k=1)]),
         "+ GradientProjection k=4": lambda: run_library(**kw, callbacks=[GradientProjection(k=4)]),
         "+ StabilityGap (defaults)": lambda: run_library(**kw, callbacks=[StabilityGap()]),
+        "+ DivergenceGuard": lambda: run_library(**kw, callbacks=[DivergenceGuard()]),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved so drift in machine load hits every row
@@ -170,7 +171,8 @@ def main() -> None:
     print(f"\nlit-unlearn / plain = {ratio(lib, plain):.3f} (goal <= 1.05; a bare LightningModule: "
           f"{ratio('bare LightningModule', plain):.3f}); DualVariable {ratio('+ DualVariable', lib):.3f}x "
           f"(goal <= 1.02); GradientProjection k=1 {ratio('+ GradientProjection k=1', lib):.3f}x (goal <= 1.6); "
-          f"StabilityGap {ratio('+ StabilityGap (defaults)', lib):.3f}x (goal <= 1.3)")
+          f"StabilityGap {ratio('+ StabilityGap (defaults)', lib):.3f}x (goal <= 1.3); "
+          f"DivergenceGuard {ratio('+ DivergenceGuard', lib):.3f}x")
 
 if __name__ == "__main__":
     main()

@@ -67,9 +67,9 @@ class DivergenceGuard(Callback):
         elif self.check_gradients and trainer.precision != "16-mixed":
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             if grads:
-                norm = torch.stack([g.float().norm() for g in grads]).norm()
-                if not bool(torch.isfinite(norm)):
-                    reason = f"the gradient norm is {float(norm)}"
+                norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
+                if not bool(torch.isfinite(norms).all()):
+                    reason = f"the gradient norm is {float(norms.norm())}"
         if reason is None:
             return
         for group in optimizer.param_groups:  # the update is never applied

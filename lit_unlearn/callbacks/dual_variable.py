@@ -107,7 +107,7 @@ class DualVariable(Callback):
         total, n = 0.0, 0
         was_training = pl_module.model.training
         pl_module.model.eval()
-        with trainer.precision_plugin.forward_context():
+        with pl_module.eval_context():
             for batch in dm.eval_dataloader(subset, shard=False):
                 batch = {k: v.to(pl_module.device) for k, v in batch.items()}
                 values = pl_module.retain_term(batch, kind)

@@ -82,7 +82,7 @@ class RelearningProbe(Callback):
 
     def _measure(self, trainer: Trainer, module: LightningModule, data) -> float:
         loader = trainer.datamodule.eval_dataloader(data, shard=False)  # every rank measures the same rows
-        m = evaluate_teacher_forced(module.model, loader, module.device, trainer.precision_plugin.forward_context())
+        m = evaluate_teacher_forced(module.model, loader, module.device, module.eval_context())
         return m.get(self.metric, m["token_acc"])
 
     # ---------------------------------------------------------------- hooks

@@ -112,7 +112,7 @@ class StabilityGap(Callback):
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
         point: dict[str, float] = {"step": trainer.global_step}
-        acc = self.accuracies(pl_module.model, trainer.precision_plugin.forward_context())
+        acc = self.accuracies(pl_module.model, pl_module.eval_context())
         point.update({f"{name}_acc": v for name, v in acc.items()})
         self.history.append(point)
         stats = stability_metrics([h["step"] for h in self.history], [h["retain_acc"] for h in self.history],

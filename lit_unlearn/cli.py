@@ -50,7 +50,8 @@ class UnlearnCLI(LightningCLI):
             found = continue_last_version(self.trainer)
             if found is not None:
                 kwargs["ckpt_path"] = found
-        elif ckpt and ckpt not in ("best", "hpc", "registry") and "://" not in str(ckpt) and not Path(ckpt).is_file():
+        elif (ckpt and ckpt not in ("best", "hpc") and not str(ckpt).startswith("registry") and "://" not in str(ckpt)
+              and not Path(ckpt).is_file()):
             raise FileNotFoundError(f"--ckpt_path {ckpt!r}: no such checkpoint file (or use 'last' to resume the "
                                     "newest run of this logger)")
         return kwargs
@@ -74,7 +75,11 @@ def continue_last_version(trainer) -> str | None:
     last = candidates[-1]
     version = last.parent.parent.name
     logger._version = int(version.split("_", 1)[1]) if version.split("_", 1)[1].isdigit() else version
-    step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0)
+    try:
+        step = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0)
+    except Exception as err:
+        raise ValueError(f"--ckpt_path last: {last} cannot be read ({type(err).__name__}: {err}); pass an earlier "
+                         "checkpoint of that directory explicitly") from None
     logger._kwargs["purge_step"] = step + 1  # keep what the killed run logged up to the checkpoint, drop the rest
     rank_zero_info(f"Resuming {last} (step {step}) in {last.parent.parent}")
     return str(last)
@@ -110,7 +115,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
 
 
 # Errors about the user's input: one clear line, no traceback (LIT_UNLEARN_DEBUG=1 shows it).
-INPUT_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError)
+INPUT_ERRORS = (ValueError, OSError, ImportError, argparse.ArgumentError)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -127,7 +132,7 @@ def main(args: list[str] | None = None) -> None:
             kind = "" if isinstance(err, (ValueError, TypeError)) else f"{type(err).__name__}: "
             message = kind + (str(err).strip() or type(err).__name__)
         print(f"lit-unlearn: error: {message}", file=sys.stderr, flush=True)
-        if os.environ.get("LIT_UNLEARN_DEBUG") or not isinstance(err, INPUT_ERRORS + (argparse.ArgumentError,)):
+        if os.environ.get("LIT_UNLEARN_DEBUG") or not isinstance(err, INPUT_ERRORS):
             traceback.print_exc()
         raise SystemExit(2) from None
 
@@ -137,7 +142,7 @@ _PARSER_NOISE = ("Does not validate against", "Subtypes:", "Errors:", "Given val
 
 def _parse_error_message(text: str) -> str:
     """jsonargparse's multi-line union report, cut to the key and the reasons that matter."""
-    lines = [line.strip().lstrip("- ").strip() for line in text.splitlines()]
+    lines = [line.strip().lstrip("- ").strip() for line in text.splitlines()] or ["invalid arguments"]
     head, details = lines[0].rstrip(":"), [x for x in lines[1:] if x and not x.startswith(_PARSER_NOISE)]
     details = [f"unknown class {x.split(': ', 1)[1]!r} (a method or datamodule name such as NPO, or an import path)"
                if x.startswith("Expected a dot import path string") else x for x in details]

@@ -219,12 +219,17 @@ def _keep_4bit_layout(model) -> None:
 
 
 def _load_adapter(path, config_file: Path, dtype, gradient_checkpointing, trust_remote_code, quantization):
-    """Base model + saved LoRA adapter. On full-precision weights the adapter is merged (a plain
-    model, the same function); on a quantized base it stays a frozen adapter."""
+    """Base model + saved LoRA adapter. The base is quantized as the adapter was trained
+    (``lit_unlearn_adapter.json``) unless ``quantization`` says otherwise. On full-precision
+    weights the adapter is merged (a plain model, the same function); on a quantized base it
+    stays a frozen adapter."""
     import json
 
     from peft import PeftModel
 
+    info = Path(path) / "lit_unlearn_adapter.json"
+    if quantization is None and info.is_file():
+        quantization = json.loads(info.read_text()).get("quantization")
     base_name = json.loads(config_file.read_text()).get("base_model_name_or_path")
     if not base_name:
         raise ValueError(f"{config_file}: `base_model_name_or_path` is missing; cannot find the adapter's base model")

@@ -76,7 +76,7 @@ def isolated_rng() -> Iterator[None]:
             np.random.set_state(npy)
 
 
-_RUN_SETUP_FILES = ("hparams.yaml", "config.yaml")
+_RUN_SETUP_FILES = ("hparams.yaml", "config.yaml", "run_info.json")
 
 
 def remove_run_dir_if_untrained(trainer) -> None:

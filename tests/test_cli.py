@@ -28,7 +28,8 @@ def test_shipped_config_runs_two_steps(config, tmp_path, tiny_subject, tiny_gold
     cli = run_fit("--config", str(config), "--config", TINY, *TINY_OVERRIDES.get(config.stem, []), tmp_path=tmp_path)
     assert cli.trainer.global_step == 2
     saved = Path(cli.trainer.log_dir) / "model"
-    assert (saved / "model.safetensors").exists() and (saved / "tokenizer.json").exists()
+    weights = "adapter_model.safetensors" if cli.model.lora is not None else "model.safetensors"  # LoRA saves the adapter
+    assert (saved / weights).exists() and (saved / "tokenizer.json").exists()
     assert (Path(cli.trainer.log_dir) / "config.yaml").exists()
 
 

@@ -1,4 +1,6 @@
-"""DDP on 2 CPU processes (gloo) equals one process with the doubled batch: losses and weights."""
+"""DDP on 2 CPU processes (gloo) equals one process with the doubled batch: losses and weights.
+
+A DivergenceGuard rides along: its per-step cross-rank decision must neither hang nor trip."""
 
 import os
 import subprocess
@@ -20,7 +22,7 @@ def run(config: str, tmp_path: Path, name: str, extra: list[str]) -> tuple[dict,
             "--trainer.log_every_n_steps=1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
             "--model.init_args.compare_with=null", "--model.init_args.evaluate_at_start=false",
             "--model.init_args.optimizer=torch.optim.SGD", "--model.init_args.optimizer.init_args.lr=0.05",
-            f"--trainer.logger.init_args.save_dir={save}", *extra]
+            f"--trainer.logger.init_args.save_dir={save}", "--trainer.callbacks+=lit_unlearn.DivergenceGuard", *extra]
     out = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]

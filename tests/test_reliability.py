@@ -273,3 +273,25 @@ def test_a_crash_while_saving_leaves_no_half_written_model(tiny_subject, tmp_pat
     with pytest.raises(OSError, match="No space left"):
         trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget"]))
     assert list(tmp_path.iterdir()) == []  # neither the model directory nor its temporary sibling
+
+
+def test_a_nan_metric_fails_its_floor_and_an_unknown_floor_is_named(tiny_subject, tmp_path):
+    guard = DivergenceGuard(floors={"retain/fact_acc": 0.5, "retian/fact_acc": 0.5})
+    module = GradDiff(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=1e-4), save_model=False)
+    compute = module._compute
+
+    def nan_from_step_2(names):  # the evaluation itself returns NaN (a collapsed model)
+        results = compute(names)
+        if module.global_step >= 2:
+            results["retain/fact_acc"] = float("nan")
+        return results
+
+    module._compute = nan_from_step_2
+    trainer = Trainer(max_steps=6, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, val_check_interval=1, check_val_every_n_epoch=None, callbacks=[guard])
+    with pytest.warns(UserWarning) as record:
+        trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["retain"]))
+    messages = [str(w.message) for w in record]
+    assert any("['retian/fact_acc'] name no evaluated metric" in m for m in messages), messages
+    assert any("DivergenceGuard stopped the run at step 2" in m for m in messages), messages
+    assert guard.tripped["step"] == 2 and "nan" in guard.tripped["reason"] and guard.good_step == 1

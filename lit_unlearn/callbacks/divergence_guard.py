@@ -49,13 +49,14 @@ class DivergenceGuard(Callback):
         self.good_step = 0  # the last optimizer step whose weights passed every check
         self.tripped: dict[str, Any] | None = None  # {"step", "reason", "restored"} once stopped
         self._snapshot: dict[str, Tensor] | None = None
+        self._warned_missing = False
 
     # ---------------------------------------------------------------- hooks
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.floors and self._snapshot is None:
+        self.tripped = None  # a resumed run is guarded again (the previous stop stays in the log)
+        self.good_step = trainer.global_step
+        if self.floors:
             self._take_snapshot(pl_module)
-        if self.tripped is None:
-            self.good_step = trainer.global_step
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         if self.tripped is not None:
@@ -70,6 +71,9 @@ class DivergenceGuard(Callback):
                 norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
                 if not bool(torch.isfinite(norms).all()):
                     reason = f"the gradient norm is {float(norms.norm())}"
+        if trainer.world_size > 1:  # every rank drops the step and stops together (a collective: all ranks call it)
+            if trainer.strategy.reduce_boolean_decision(reason is not None, all=False) and reason is None:
+                reason = "another process saw a non-finite loss or gradient"
         if reason is None:
             return
         for group in optimizer.param_groups:  # the update is never applied
@@ -86,12 +90,17 @@ class DivergenceGuard(Callback):
         if trainer.sanity_checking or self.tripped is not None or not self.floors:
             return
         metrics = trainer.callback_metrics
+        missing = sorted(name for name in self.floors if name not in metrics)
+        if missing and not self._warned_missing:
+            self._warned_missing = True
+            rank_zero_warn(f"DivergenceGuard: floors {missing} name no evaluated metric (have e.g. "
+                           f"{sorted(k for k in metrics if '/' in k)[:6]}); they are not checked")
         for name, floor in self.floors.items():
-            if name in metrics and float(metrics[name]) < floor:
+            if name in metrics and not float(metrics[name]) >= floor:  # NaN fails too
                 self._trip(trainer, pl_module, f"`{name}` = {float(metrics[name]):.4f} fell below its floor {floor}",
                            step=trainer.global_step, weights_bad=True)
                 return
-        if any(name in metrics for name in self.floors):
+        if len(missing) < len(self.floors):
             self.good_step = trainer.global_step
             self._take_snapshot(pl_module)
 

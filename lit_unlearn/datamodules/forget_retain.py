@@ -301,6 +301,11 @@ class ForgetRetainDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.global_step == 0 or not trainer.lightning_module.automatic_optimization:
             return
+        limit = trainer.limit_train_batches  # what Lightning counts as an epoch
+        if isinstance(limit, int):
+            batches_per_epoch = min(batches_per_epoch, limit)
+        elif limit < 1.0:
+            batches_per_epoch = max(1, int(batches_per_epoch * limit))
         accumulate = trainer.accumulate_grad_batches
         steps_per_epoch = -(-batches_per_epoch // accumulate)
         epoch = trainer.current_epoch

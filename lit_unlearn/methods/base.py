@@ -36,6 +36,7 @@ from lit_unlearn.provenance import RUN_INFO, run_record, write_json
 from lit_unlearn.utils import atomic_dir
 
 SUMMARY_FILE = "lit_unlearn_summary.json"
+ADAPTER_INFO = "lit_unlearn_adapter.json"  # the quantization an adapter was trained on (read by load_causal_lm)
 # Weights dtype for a Trainer precision when `dtype` is not given; others (32-true, *-mixed) -> float32.
 PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64}
 
@@ -54,6 +55,31 @@ class Objectives:
     retain: Tensor | None = None
     logs: dict[str, Tensor] = field(default_factory=dict)
     penalty: Tensor | None = None
+
+
+class _EvalContext:
+    """A re-enterable context: the Trainer's precision autocast, plus the FSDP root's gathered
+    parameters when the strategy is FSDP (evaluation loops enter it once per batch)."""
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+        self._stacks: list[contextlib.ExitStack] = []
+
+    def __enter__(self) -> None:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.trainer.precision_plugin.forward_context())
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FSDPStrategy) and strategy.model is not None:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            stack.enter_context(FullyShardedDataParallel.summon_full_params(strategy.model, recurse=False,
+                                                                            writeback=False))
+        self._stacks.append(stack)
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._stacks.pop().__exit__(*exc)
 
 
 class _Frozen:
@@ -140,6 +166,9 @@ class UnlearningModule(LightningModule):
                              f"...), got {lora!r}")
         if lora is not None:
             lora_config(lora)  # unknown fields fail here, before any work
+        if quantization and isinstance(model, nn.Module):
+            raise ValueError(f"{name}: `quantization` needs `model` as a name or path (it is applied while loading); "
+                             "quantize the module yourself or pass its directory")
         if (quantization or lora is not None) and not self.supports_lora:
             raise ValueError(f"{name} does not support `quantization`/`lora` (it edits full-precision base weights)")
         if quantization and lora is None:
@@ -155,6 +184,10 @@ class UnlearningModule(LightningModule):
         self.forget_weight, self.retain_weight = float(forget_weight), float(retain_weight)
         self.dtype_name, self.gradient_checkpointing, self.trust_remote_code = dtype, gradient_checkpointing, trust_remote_code
         self.quantization, self.lora = quantization, dict(lora) if lora is not None else None
+        self._lora_applied = False
+        # A saved adapter as the starting model is merged on load; what is saved must then hold the
+        # merged weights (an adapter would point at the original base and drop the first adapter).
+        self._start_is_adapter = bool(self.model_path) and (Path(self.model_path) / "adapter_config.json").is_file()
         self.evaluate_at_start = evaluate_at_start
         self.compare_with = resolve_model_path(compare_with) if compare_with else None
         self.suite = suite
@@ -198,8 +231,16 @@ class UnlearningModule(LightningModule):
             self.model = load_causal_lm(self.model_path, dtype=self.model_dtype(), trust_remote_code=self.trust_remote_code,
                                         gradient_checkpointing=self.gradient_checkpointing,
                                         quantization=self.quantization)
-            if self.lora is not None:
-                self.model = apply_lora(self.model, self.lora_options())
+        fitting = self._trainer is None or self.trainer.state.fn == "fit"  # test/validate evaluate as loaded
+        if self.lora is not None and not self._lora_applied and fitting:
+            from peft import PeftModel
+
+            if isinstance(self.model, PeftModel):
+                raise ValueError(f"{type(self).__name__}: the model already carries a LoRA adapter on a quantized base "
+                                 f"({self.model_path}); start from its full-precision base merged with the adapter, "
+                                 "or unlearn without `lora`/`quantization`")
+            self.model = apply_lora(self.model, self.lora_options())
+            self._lora_applied = True
         if self.uses_reference_model and self._reference is None and self.lora is None:
             ref = copy.deepcopy(self.model).eval().requires_grad_(False)
             self._reference = _Frozen(ref)
@@ -307,12 +348,16 @@ class UnlearningModule(LightningModule):
             loss = loss + obj.penalty
         self.last_loss = loss.detach()
         if self.should_log():
-            logs = {"train/loss": loss, "train/forget_loss": forget, **{f"train/{k}": v for k, v in obj.logs.items()}}
+            # Every rank has these two on every step: averaged over ranks. The rest (a batch may
+            # lack retain rows on one rank only) are rank 0's, so no collective can mismatch.
+            synced = {"train/loss": loss, "train/forget_loss": forget}
+            logs = {f"train/{k}": v for k, v in obj.logs.items()}
             if retain is not None:
                 logs["train/retain_loss"] = retain
             if obj.penalty is not None:
                 logs["train/penalty"] = obj.penalty
-            self.log_dict({k: v.detach() for k, v in logs.items()}, prog_bar=False, sync_dist=self.trainer.world_size > 1)
+            self.log_dict({k: v.detach() for k, v in synced.items()}, sync_dist=self.trainer.world_size > 1)
+            self.log_dict({k: torch.as_tensor(v).detach() for k, v in logs.items()})
             self.log("loss", loss.detach(), prog_bar=True, logger=False)
         return loss
 
@@ -330,6 +375,8 @@ class UnlearningModule(LightningModule):
             return True
 
     def on_train_start(self) -> None:
+        if self.ref_logps is not None:  # restored from a checkpoint, which Lightning loads on the CPU
+            self.ref_logps = self.ref_logps.to(self.device)
         if self.uses_reference_logps and self.ref_logps is None:
             self.ref_logps = self.compute_logps(self._datamodule().forget_set)
         if self.evaluate_at_start and self.global_step == 0 and not self.summary.get("start"):
@@ -366,20 +413,11 @@ class UnlearningModule(LightningModule):
         self.retain_weight = state.get("retain_weight", self.retain_weight)
 
     # ------------------------------------------------------------------ evaluation
-    def eval_context(self) -> contextlib.AbstractContextManager:
+    def eval_context(self) -> _EvalContext:
         """For forward passes outside Lightning's loops (caching, evaluation): the precision
-        plugin's autocast and, under FSDP, the root's parameters gathered (read-only)."""
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.trainer.precision_plugin.forward_context())
-        strategy = self.trainer.strategy
-        if isinstance(strategy, FSDPStrategy) and strategy.model is not None:
-            from torch.distributed.fsdp import FullyShardedDataParallel
-
-            stack.enter_context(FullyShardedDataParallel.summon_full_params(strategy.model, recurse=False,
-                                                                            writeback=False))
-        return stack
+        plugin's autocast and, under FSDP, the root's parameters gathered (read-only).
+        Reusable: each ``with`` enters both afresh."""
+        return _EvalContext(self.trainer)
 
     def _datamodule(self):
         dm = getattr(self.trainer, "datamodule", None)
@@ -506,14 +544,21 @@ class UnlearningModule(LightningModule):
 
     # ------------------------------------------------------------------ output
     def full_state_dict(self) -> dict[str, Tensor] | None:
-        """The model's full state dict gathered on rank 0 under sharded strategies (FSDP), else
-        None (the model holds its whole weights). A collective: every rank must call it."""
-        from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+        """The model's full state dict gathered on rank 0 under FSDP (whatever its configured
+        ``state_dict_type``), else None (the model holds its whole weights). A collective under
+        FSDP: every rank must call it. DeepSpeed ZeRO-3 partitions weights: refused."""
+        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 
         strategy = self.trainer.strategy
-        if isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+        if isinstance(strategy, DeepSpeedStrategy) and strategy.zero_stage_3:
+            raise NotImplementedError("Saving the unlearned model under DeepSpeed ZeRO-3 is not supported; use FSDP "
+                                      "(configs/strategies/fsdp.yaml) or ZeRO stage 1/2, or set save_model: false")
+        if not isinstance(strategy, FSDPStrategy):
             return None
-        state = strategy.lightning_module_state_dict()
+        from lightning.fabric.strategies.fsdp import _get_full_state_dict_context
+
+        with _get_full_state_dict_context(strategy.model, world_size=strategy.world_size):
+            state = strategy.model.state_dict()
         return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
 
     def save(self, path: str) -> None:
@@ -525,9 +570,13 @@ class UnlearningModule(LightningModule):
         if self.trainer.is_global_zero:
             with atomic_dir(path) as tmp, quiet_transformers():
                 extra = {"state_dict": state} if state is not None else {}
-                self.model.save_pretrained(tmp, safe_serialization=True, **extra)
-                if self.lora is not None:
+                model = self.model
+                if self._lora_applied and self._start_is_adapter and self.quantization is None:
+                    model = self.model.merge_and_unload()  # see __init__: save the merged weights
+                model.save_pretrained(tmp, safe_serialization=True, **extra)
+                if (Path(tmp) / "adapter_config.json").is_file():
                     _absolute_base_path(Path(tmp) / "adapter_config.json")
+                    (Path(tmp) / ADAPTER_INFO).write_text(json.dumps({"quantization": self.quantization}))
                 self.tokenizer.save_pretrained(tmp)
                 if self.summary:
                     (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(self.summary, indent=2))

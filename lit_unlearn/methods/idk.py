@@ -104,6 +104,7 @@ class IdkDPO(_RefusalMixin, UnlearningModule):
             self._encode_refusals()
         if self.ref_logps_idk is None:
             self.ref_logps_idk = self.compute_logps(self.idk_set)
+        self.ref_logps_idk = self.ref_logps_idk.to(self.device)
         super().on_train_start()
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:

@@ -102,7 +102,8 @@ def test_quantized_lora_trains_only_adapters_and_loads_back(cls, quantization, t
     assert not (saved / "model.safetensors").exists()  # no copy of the base weights
     adapter = load_file(saved / "adapter_model.safetensors")
     assert adapter and all("lora_" in k for k in adapter)
-    loaded = load_causal_lm(str(saved), quantization=quantization).eval()
+    loaded = load_causal_lm(str(saved)).eval()  # the base is quantized as it was trained (lit_unlearn_adapter.json)
+    assert any(t.dtype in (torch.uint8, torch.int8) for t in loaded.state_dict().values())
     module.model.eval()
     ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
     with torch.no_grad():
@@ -216,3 +217,60 @@ def test_methods_that_edit_base_weights_refuse_lora(tiny_subject):
 def test_unknown_lora_field_is_named_at_construction(tiny_subject):
     with pytest.raises(ValueError, match="unknown field.*rank_typo"):
         GradDiff(model=tiny_subject, lora={"r": 4, "rank_typo": 3})
+
+
+def test_eval_context_is_reusable_under_mixed_precision(tiny_subject, tmp_path):
+    """Evaluation loops enter the context once per batch: autocast must hold every time."""
+    seen = []
+
+    class Probe(Callback):
+        def on_train_start(self, trainer, module):
+            context = module.eval_context()
+            for _ in range(3):
+                with context:
+                    seen.append(torch.is_autocast_enabled("cpu"))
+                seen.append(torch.is_autocast_enabled("cpu"))
+
+    module = GradDiff(model=tiny_subject, save_model=False, evaluate_at_start=False)
+    fit(module, tmp_path, steps=1, precision="bf16-mixed", callbacks=[Probe()])
+    assert seen == [True, False] * 3
+
+
+def test_lora_on_a_model_object_and_quantization_needs_a_path(tiny_subject, tmp_path):
+    module = GradDiff(model=load_causal_lm(tiny_subject), tokenizer=tiny_subject, lora={"r": 4}, save_model=False,
+                      evaluate_at_start=False)
+    fit(module, tmp_path, steps=1)
+    trainable = [n for n, p in module.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with pytest.raises(ValueError, match="`quantization` needs `model` as a name or path"):
+        GradDiff(model=load_causal_lm(tiny_subject), quantization="nf4", lora={"r": 4})
+
+
+def test_continuing_from_a_saved_adapter_saves_merged_weights(tiny_subject, tmp_path):
+    first = GradDiff(model=tiny_subject, lora={"r": 4}, optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                     evaluate_at_start=False, save_dir=str(tmp_path / "first"))
+    fit(first, tmp_path, steps=2)
+    second = GradDiff(model=str(tmp_path / "first"), lora={"r": 4}, optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                      evaluate_at_start=False, save_dir=str(tmp_path / "second"))
+    fit(second, tmp_path, steps=2)
+    saved = tmp_path / "second"
+    assert (saved / "model.safetensors").is_file() and not (saved / "adapter_config.json").exists()
+    loaded = load_causal_lm(str(saved)).eval()
+    second.model.eval()
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    with torch.no_grad():  # both adapters are in the saved weights
+        torch.testing.assert_close(loaded(input_ids=ids).logits, second.model(input_ids=ids).logits, atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_testing_a_quantized_adapter_adds_no_new_adapter(tiny_subject, tmp_path):
+    trained = NPO(model=tiny_subject, quantization="nf4", lora={"r": 4}, optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                  evaluate_at_start=False, save_dir=str(tmp_path / "saved"))
+    fit(trained, tmp_path, steps=2)
+    module = NPO(model=str(tmp_path / "saved"), quantization="nf4", lora={"r": 4}, save_model=False)
+    Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(
+        module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget"]))
+    lora_names = [n for n, _ in module.model.named_parameters() if "lora_" in n]
+    assert lora_names and not any(p.requires_grad for _, p in module.model.named_parameters())
+    assert len(lora_names) == len([n for n, _ in trained.model.named_parameters() if "lora_" in n])
+    assert module.summary["test"]["forget/nll"] == pytest.approx(trained.evaluate("val")["forget/nll"], rel=1e-4)

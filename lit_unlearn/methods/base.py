@@ -263,7 +263,7 @@ class UnlearningModule(LightningModule):
     @contextlib.contextmanager
     def adapters_disabled(self):
         """Within: the model computes the starting function (LoRA adapters off); a no-op without LoRA."""
-        if self.lora is None:
+        if not self._lora_applied:
             yield
             return
         with self.model.disable_adapter():
@@ -291,7 +291,7 @@ class UnlearningModule(LightningModule):
         """Logits ``[B, T, V]`` of the starting model: the frozen copy, or with LoRA the same
         module with its adapters disabled."""
         inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        if self.lora is not None:
+        if self._lora_applied:
             was_training = self.model.training
             self.model.eval()
             try:

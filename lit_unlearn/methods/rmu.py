@@ -123,7 +123,7 @@ class RMU(UnlearningModule):
         """Layer-ℓ activations of the starting model: the trained parameters swapped for their
         originals (with LoRA: the adapters disabled)."""
         inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        if self.lora is not None:
+        if self._lora_applied:
             with self.adapters_disabled():
                 return hidden_at(self.model, self.layer, **inputs)
         dtype = next(self.model.parameters()).dtype

@@ -50,8 +50,8 @@ class UnlearnCLI(LightningCLI):
             found = continue_last_version(self.trainer)
             if found is not None:
                 kwargs["ckpt_path"] = found
-        elif (ckpt and ckpt not in ("best", "hpc") and not str(ckpt).startswith("registry") and "://" not in str(ckpt)
-              and not Path(ckpt).is_file()):
+        elif (ckpt and ckpt not in ("best", "hpc") and not str(ckpt).lower().startswith("registry")
+              and "://" not in str(ckpt) and not Path(ckpt).exists()):  # sharded checkpoints are directories
             raise FileNotFoundError(f"--ckpt_path {ckpt!r}: no such checkpoint file (or use 'last' to resume the "
                                     "newest run of this logger)")
         return kwargs

@@ -7,6 +7,7 @@ Names with a registered prefix (``builtin:`` for the embedded benchmark's models
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -161,6 +162,7 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     revision: str | None = None,
     quantization: str | None = None,
+    adapter_quantization: bool = True,
 ):
     """Load a causal LM in train mode.
 
@@ -171,6 +173,8 @@ def load_causal_lm(
         gradient_checkpointing: trade compute for activation memory.
         trust_remote_code: run code shipped with the checkpoint (off unless asked).
         quantization: ``"nf4"``, ``"fp4"`` (4-bit) or ``"int8"`` through bitsandbytes; None loads full weights.
+        adapter_quantization: for a saved lit-unlearn adapter and ``quantization`` None, load the
+            base quantized as the adapter was trained (False: full precision, adapter merged).
     """
     from transformers import AutoModelForCausalLM
 
@@ -188,6 +192,8 @@ def load_causal_lm(
             warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
     adapter = Path(path) / "adapter_config.json"
     if adapter.is_file():  # a LoRA adapter saved by lit-unlearn: load its base, then the adapter
+        if quantization is None and adapter_quantization and (Path(path) / "lit_unlearn_adapter.json").is_file():
+            quantization = json.loads((Path(path) / "lit_unlearn_adapter.json").read_text()).get("quantization")
         return _load_adapter(path, adapter, dtype, gradient_checkpointing, trust_remote_code, quantization)
     try:
         with quiet_transformers():
@@ -219,17 +225,10 @@ def _keep_4bit_layout(model) -> None:
 
 
 def _load_adapter(path, config_file: Path, dtype, gradient_checkpointing, trust_remote_code, quantization):
-    """Base model + saved LoRA adapter. The base is quantized as the adapter was trained
-    (``lit_unlearn_adapter.json``) unless ``quantization`` says otherwise. On full-precision
-    weights the adapter is merged (a plain model, the same function); on a quantized base it
-    stays a frozen adapter."""
-    import json
-
+    """Base model + saved LoRA adapter. On full-precision weights the adapter is merged (a plain
+    model, the same function); on a quantized base it stays a frozen adapter."""
     from peft import PeftModel
 
-    info = Path(path) / "lit_unlearn_adapter.json"
-    if quantization is None and info.is_file():
-        quantization = json.loads(info.read_text()).get("quantization")
     base_name = json.loads(config_file.read_text()).get("base_model_name_or_path")
     if not base_name:
         raise ValueError(f"{config_file}: `base_model_name_or_path` is missing; cannot find the adapter's base model")
@@ -238,7 +237,7 @@ def _load_adapter(path, config_file: Path, dtype, gradient_checkpointing, trust_
     with quiet_transformers():
         model = PeftModel.from_pretrained(base, str(path))
     if quantization is None:
-        model = model.merge_and_unload()
+        model = model.merge_and_unload().requires_grad_(True)  # a plain model, trainable like any loaded one
     return model.train()
 
 

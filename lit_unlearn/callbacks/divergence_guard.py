@@ -59,27 +59,28 @@ class DivergenceGuard(Callback):
             self._take_snapshot(pl_module)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
-        if self.tripped is not None:
-            return
-        loss = getattr(pl_module, "last_loss", None)
-        reason = None
-        if loss is not None and not bool(torch.isfinite(loss).all()):
-            reason = f"the training loss is {float(loss)}"
-        elif self.check_gradients and trainer.precision != "16-mixed":
-            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            if grads:
-                norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
-                if not bool(torch.isfinite(norms).all()):
-                    reason = f"the gradient norm is {float(norms.norm())}"
-        if trainer.world_size > 1:  # every rank drops the step and stops together (a collective: all ranks call it)
+        reason = None if self.tripped is not None else self._check_step(trainer, pl_module, optimizer)
+        if trainer.world_size > 1:  # a collective every rank reaches: all drop the step and stop together
             if trainer.strategy.reduce_boolean_decision(reason is not None, all=False) and reason is None:
                 reason = "another process saw a non-finite loss or gradient"
-        if reason is None:
+        if reason is None or self.tripped is not None:
             return
         for group in optimizer.param_groups:  # the update is never applied
             for p in group["params"]:
                 p.grad = None
         self._trip(trainer, pl_module, reason, step=trainer.global_step + 1, weights_bad=False)
+
+    def _check_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> str | None:
+        loss = getattr(pl_module, "last_loss", None)
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            return f"the training loss is {float(loss)}"
+        if self.check_gradients and trainer.precision != "16-mixed":
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if grads:
+                norms = torch.stack(torch._foreach_norm(grads, dtype=torch.float32))  # fp16 norms overflow
+                if not bool(torch.isfinite(norms).all()):
+                    return f"the gradient norm is {float(norms.norm())}"
+        return None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

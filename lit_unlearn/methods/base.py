@@ -68,15 +68,15 @@ class _EvalContext:
     def __enter__(self) -> None:
         from lightning.pytorch.strategies import FSDPStrategy
 
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.trainer.precision_plugin.forward_context())
-        strategy = self.trainer.strategy
-        if isinstance(strategy, FSDPStrategy) and strategy.model is not None:
-            from torch.distributed.fsdp import FullyShardedDataParallel
+        with contextlib.ExitStack() as stack:  # if entering fails, what was entered is exited
+            stack.enter_context(self.trainer.precision_plugin.forward_context())
+            strategy = self.trainer.strategy
+            if isinstance(strategy, FSDPStrategy) and strategy.model is not None:
+                from torch.distributed.fsdp import FullyShardedDataParallel
 
-            stack.enter_context(FullyShardedDataParallel.summon_full_params(strategy.model, recurse=False,
-                                                                            writeback=False))
-        self._stacks.append(stack)
+                stack.enter_context(FullyShardedDataParallel.summon_full_params(strategy.model, recurse=False,
+                                                                                writeback=False))
+            self._stacks.append(stack.pop_all())
 
     def __exit__(self, *exc) -> bool | None:
         return self._stacks.pop().__exit__(*exc)
@@ -227,14 +227,20 @@ class UnlearningModule(LightningModule):
     def configure_model(self) -> None:
         """Load the model (once), add LoRA adapters if asked, and, for methods that need it, a
         frozen reference copy (not with LoRA: the reference is the base with adapters disabled)."""
+        fitting = self._trainer is None or self.trainer.state.fn == "fit"  # test/validate evaluate as loaded
         if self.model is None:
+            # A saved adapter is evaluated on the base quantized as it was trained; unlearning from
+            # it starts from the base in the requested precision (full when `quantization` is null).
             self.model = load_causal_lm(self.model_path, dtype=self.model_dtype(), trust_remote_code=self.trust_remote_code,
                                         gradient_checkpointing=self.gradient_checkpointing,
-                                        quantization=self.quantization)
-        fitting = self._trainer is None or self.trainer.state.fn == "fit"  # test/validate evaluate as loaded
+                                        quantization=self.quantization, adapter_quantization=not fitting)
         if self.lora is not None and not self._lora_applied and fitting:
+            from lightning.pytorch.strategies import FSDPStrategy
             from peft import PeftModel
 
+            if self._start_is_adapter and self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy):
+                raise ValueError(f"{type(self).__name__}: unlearning with `lora` from a saved adapter under FSDP is not "
+                                 "supported (the result must be merged on gathered weights); merge the adapter first")
             if isinstance(self.model, PeftModel):
                 raise ValueError(f"{type(self).__name__}: the model already carries a LoRA adapter on a quantized base "
                                  f"({self.model_path}); start from its full-precision base merged with the adapter, "
@@ -405,6 +411,10 @@ class UnlearningModule(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # test/validate from a LoRA run's checkpoint: add the adapters its weights belong to
+        if self.lora is not None and not self._lora_applied and any("lora_" in k for k in checkpoint.get("state_dict", {})):
+            self.model = apply_lora(self.model, self.lora_options())
+            self._lora_applied = True
         state = checkpoint.get("lit_unlearn", {})
         self.ref_logps, self.sample_weights = state.get("ref_logps"), state.get("sample_weights")
         self.summary = state.get("summary", {}) or {}

@@ -237,13 +237,18 @@ class KFADE(UnlearningModule):
             directions[name] = step
             quad += float((grad.double() * step.double()).sum())  # gᵀ (A⊗S + δ)⁻¹ g
         eta = (2 * self.trust_region / max(quad, 1e-30)) ** 0.5
+        deltas = {name: eta * directions[name] for name in modules}
         for name, module in modules.items():
-            delta = eta * directions[name]
-            module.weight.grad = -delta.to(module.weight.dtype)  # SGD(lr=1) adds delta: uphill
-            self.update[name] = self.update.get(name, torch.zeros_like(delta)) + delta.detach()
+            module.weight.grad = -deltas[name].to(module.weight.dtype)  # SGD(lr=1) adds delta: uphill
         optimizer = self.optimizers()
         optimizer.step()
+        applied = all(m.weight.grad is not None for m in modules.values())  # a DivergenceGuard may drop it
         optimizer.zero_grad()
+        if not applied:
+            self._batches = 0
+            return
+        for name, delta in deltas.items():
+            self.update[name] = self.update.get(name, torch.zeros_like(delta)).to(delta.device) + delta.detach()
         self.steps_taken += 1
         self._batches = 0
         self.log_dict({"kfade/eta": eta, "kfade/natural_grad_norm2": quad})

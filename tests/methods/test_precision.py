@@ -274,3 +274,29 @@ def test_testing_a_quantized_adapter_adds_no_new_adapter(tiny_subject, tmp_path)
     assert lora_names and not any(p.requires_grad for _, p in module.model.named_parameters())
     assert len(lora_names) == len([n for n, _ in trained.model.named_parameters() if "lora_" in n])
     assert module.summary["test"]["forget/nll"] == pytest.approx(trained.evaluate("val")["forget/nll"], rel=1e-4)
+
+
+def test_test_from_a_lora_training_checkpoint(tiny_subject, tmp_path):
+    """`lit-unlearn test --ckpt_path <fit checkpoint>` with a `lora` config: the adapters the
+    checkpoint's weights belong to are added before they load."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    trained = GradDiff(model=tiny_subject, lora={"r": 4}, optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                       save_model=False, evaluate_at_start=False)
+    fit(trained, tmp_path, steps=2, enable_checkpointing=True,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="last")])
+    module = GradDiff(model=tiny_subject, lora={"r": 4}, save_model=False)
+    Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(
+        module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget"]),
+        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), weights_only=True)
+    assert module.summary["test"]["forget/nll"] == pytest.approx(trained.evaluate("val")["forget/nll"], rel=1e-5)
+
+
+def test_unlearning_from_a_qlora_adapter_starts_in_full_precision(tiny_subject, tmp_path):
+    first = NPO(model=tiny_subject, quantization="nf4", lora={"r": 4}, optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                evaluate_at_start=False, save_dir=str(tmp_path / "qlora"))
+    fit(first, tmp_path, steps=2)
+    second = GradDiff(model=str(tmp_path / "qlora"), optimizer=partial(torch.optim.AdamW, lr=1e-3), save_model=False,
+                      evaluate_at_start=False)
+    fit(second, tmp_path, steps=2)
+    assert all(p.is_floating_point() and p.requires_grad for p in second.model.parameters())  # merged, trainable

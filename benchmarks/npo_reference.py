@@ -19,29 +19,27 @@ import warnings
 from functools import partial
 
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Trainer, seed_everything
 
 from lit_unlearn import NPO, FictitiousPeople
 
+from overhead import StepTimer  # benchmarks/ is on sys.path when a script in it runs
 
-class Timer(Callback):
+
+class Timer(StepTimer):
+    """``StepTimer`` plus the seconds from fit start to the first batch (setup and caching)."""
+
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self.fit_start, self.cache_s, self._last = warmup, [], 0.0, 0.0, None
+        super().__init__(warmup)
+        self.fit_start, self.cache_s = 0.0, 0.0
 
     def on_fit_start(self, trainer, module):
         self.fit_start = time.perf_counter()
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if batch_idx == 0 and not self.cache_s:
-            self.cache_s = time.perf_counter() - self.fit_start  # model setup + reference caching
-        if self._last is None and trainer.global_step >= self.warmup:
-            self._last = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if self._last is not None:
-            now = time.perf_counter()
-            self.times.append(now - self._last)
-            self._last = now
+            self.cache_s = time.perf_counter() - self.fit_start
+        super().on_train_batch_start(trainer, module, batch, batch_idx)
 
 
 def run(model: str, preset: str, cache: bool, steps: int, batch_size: int, lora: bool) -> Timer:
@@ -74,13 +72,13 @@ def main() -> None:
         pair = {cache: run(model, args.preset, cache, args.steps, args.batch_size, args.lora) for cache in (True, False)}
         for cache, timer in pair.items():
             rows[cache].append(timer)
-        ratios.append(statistics.fmean(pair[True].times) / statistics.fmean(pair[False].times))
+        ratios.append(pair[True].per_step() / pair[False].per_step())
     print(f"\nNPO on {model}, batch {args.batch_size}+{args.batch_size}, {args.steps} steps x {args.repeats} repeats"
           + (", LoRA r 16" if args.lora else ""))
     print("| reference | ms/step (median) | setup + caching s | ms/step incl. caching |")
     print("|---|---|---|---|")
     for cache, name in ((False, "forward every step"), (True, "cached log-probs")):
-        per = statistics.median(statistics.fmean(t.times) for t in rows[cache]) * 1e3
+        per = statistics.median(t.per_step() for t in rows[cache]) * 1e3
         setup = statistics.median(t.cache_s for t in rows[cache])
         print(f"| {name} | {per:.1f} | {setup:.2f} | {per + setup * 1e3 / args.steps:.1f} |")
     print(f"\ncached / every-step time per step: {statistics.median(ratios):.3f}x "

@@ -92,8 +92,15 @@ class EvalSuite:
         raise NotImplementedError
 
     def compare(self, result: SuiteResult, reference: dict[str, Any]) -> dict[str, float]:
-        """Metrics that need the gold model's ``stats`` (forget quality, privacy leak)."""
-        return {}
+        """Metrics that need the gold model's ``stats``: here the privacy leak of every MIA
+        attack both ran (``privleak`` is Min-K%++'s); suites add their own (forget quality)."""
+        out = {}
+        for attack, value in result.stats.get("mia_auc", {}).items():
+            if attack in reference.get("mia_auc", {}):
+                out[f"privleak/{attack}"] = privacy_leak(value, reference["mia_auc"][attack])
+        if "privleak/min_k_pp" in out:
+            out["privleak"] = out["privleak/min_k_pp"]
+        return out
 
     # -------------------------------------------------------------- running
     @torch.no_grad()
@@ -479,16 +486,11 @@ class TOFUSuite(EvalSuite):
         return SuiteResult(metrics, stats)
 
     def compare(self, result: SuiteResult, reference: dict[str, Any]) -> dict[str, float]:
-        out = {}
+        out = super().compare(result, reference)
         mine, gold = result.stats.get("forget_truth_ratios"), reference.get("forget_truth_ratios")
         if mine and gold:
             out["forget_quality"] = forget_quality(torch.tensor(mine), torch.tensor(gold))
             out["score"] = harmonic_mean([out["forget_quality"], result.metrics["model_utility"]])
-        for attack, value in result.stats.get("mia_auc", {}).items():
-            if attack in reference.get("mia_auc", {}):
-                out[f"privleak/{attack}"] = privacy_leak(value, reference["mia_auc"][attack])
-        if "privleak/min_k_pp" in out:
-            out["privleak"] = out["privleak/min_k_pp"]
         return out
 
 
@@ -546,12 +548,3 @@ class MUSESuite(EvalSuite):
             metrics.update({f"mia/{a}": v for a, v in aucs.items()})
             stats["mia_auc"] = aucs
         return SuiteResult(metrics, stats)
-
-    def compare(self, result: SuiteResult, reference: dict[str, Any]) -> dict[str, float]:
-        out = {}
-        for attack, value in result.stats.get("mia_auc", {}).items():
-            if attack in reference.get("mia_auc", {}):
-                out[f"privleak/{attack}"] = privacy_leak(value, reference["mia_auc"][attack])
-        if "privleak/min_k_pp" in out:
-            out["privleak"] = out["privleak/min_k_pp"]
-        return out

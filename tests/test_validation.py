@@ -89,7 +89,7 @@ CASES = [
     ('callbacks', 'GradientProjection k=0', lambda: with_("trainer.callbacks", [{"class_path": "lit_unlearn.GradientProjection", "init_args": {"k": 0}}]), ["fit"], '`k` must be an integer >= 1'),
     ('callbacks', 'DivergenceGuard unknown action', lambda: with_("trainer.callbacks", [{"class_path": "lit_unlearn.DivergenceGuard", "init_args": {"action": "explode"}}]), ["fit"], '`action` must be one of'),
     ('callbacks', 'StabilityGap every_n_steps 0', lambda: with_("trainer.callbacks", [{"class_path": "lit_unlearn.StabilityGap", "init_args": {"every_n_steps": 0}}]), ["fit"], '`every_n_steps` must be a positive integer'),
-    ('callbacks', 'RelearningProbe negative lr', lambda: with_("trainer.callbacks", [{"class_path": "lit_unlearn.RelearningProbe", "init_args": {"lr": -1.0}}]), ["fit"], '`lr` must be > 0'),
+    ('callbacks', 'RelearningProbe negative lr', lambda: with_("trainer.callbacks", [{"class_path": "lit_unlearn.RelearningProbe", "init_args": {"lr": -1.0}}]), ["fit"], '`lr` must be a number > 0'),
     ('callbacks', 'SuiteEvaluation every_n_steps -1', lambda: with_("trainer.callbacks", [{"class_path": "lit_unlearn.SuiteEvaluation", "init_args": {"every_n_steps": -1}}]), ["fit"], '`every_n_steps` must be an integer >= 0'),
     ('callbacks', 'StabilityGap set that is not evaluated', lambda: with_("trainer.callbacks", [{"class_path": "lit_unlearn.StabilityGap", "init_args": {"sets": ["nonexistent"]}}]), ["fit"], "`sets` must include 'retain'"),
 ]

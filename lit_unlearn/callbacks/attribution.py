@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from lit_unlearn import checks
 from lit_unlearn.objectives import nll
 
 
@@ -50,14 +51,10 @@ class DataAttributionWeights(Callback):
 
     def __init__(self, temperature: float = 1.0, params: list[str] | None = None, projection_dim: int | None = None,
                  retain_examples: int = 256, refresh_every_n_steps: int | None = None, seed: int = 0) -> None:
-        if not temperature > 0:
-            raise ValueError(f"DataAttributionWeights: `temperature` must be > 0, got {temperature!r}")
-        if projection_dim is not None and (not isinstance(projection_dim, int) or projection_dim < 1):
-            raise ValueError(f"DataAttributionWeights: `projection_dim` must be a positive integer or None, "
-                             f"got {projection_dim!r}")
-        if refresh_every_n_steps is not None and (not isinstance(refresh_every_n_steps, int) or refresh_every_n_steps < 1):
-            raise ValueError(f"DataAttributionWeights: `refresh_every_n_steps` must be a positive integer or None, "
-                             f"got {refresh_every_n_steps!r}")
+        checks.positive("DataAttributionWeights", "temperature", temperature)
+        checks.positive_int("DataAttributionWeights", "projection_dim", projection_dim, optional=True)
+        checks.positive_int("DataAttributionWeights", "retain_examples", retain_examples)
+        checks.positive_int("DataAttributionWeights", "refresh_every_n_steps", refresh_every_n_steps, optional=True)
         self.temperature, self.params, self.projection_dim = temperature, params, projection_dim
         self.retain_examples, self.refresh_every_n_steps, self.seed = retain_examples, refresh_every_n_steps, seed
         self.alignment: Tensor | None = None

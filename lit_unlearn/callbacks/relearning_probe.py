@@ -12,6 +12,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
+from lit_unlearn import checks
 from lit_unlearn.datamodules.encoding import collate
 from lit_unlearn.evaluation.teacher_forced import evaluate_teacher_forced
 from lit_unlearn.objectives import nll
@@ -45,15 +46,12 @@ class RelearningProbe(Callback):
     def __init__(self, every_n_steps: int | None = None, at_end: bool = True, relearn_set: str = "forget",
                  relearn_fraction: float = 0.5, steps: int = 10, lr: float = 1e-4, batch_size: int = 8,
                  metric: str = "fact_acc", seed: int = 0) -> None:
-        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
-            raise ValueError(f"RelearningProbe: `every_n_steps` must be a positive integer or None, got {every_n_steps!r}")
+        checks.positive_int("RelearningProbe", "every_n_steps", every_n_steps, optional=True)
         if not 0 < relearn_fraction < 1:
             raise ValueError(f"RelearningProbe: `relearn_fraction` must be in (0, 1), got {relearn_fraction!r}")
-        for name, value in (("steps", steps), ("batch_size", batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"RelearningProbe: `{name}` must be a positive integer, got {value!r}")
-        if not lr > 0:
-            raise ValueError(f"RelearningProbe: `lr` must be > 0, got {lr!r}")
+        checks.positive_int("RelearningProbe", "steps", steps)
+        checks.positive_int("RelearningProbe", "batch_size", batch_size)
+        checks.positive("RelearningProbe", "lr", lr)
         if metric not in ("fact_acc", "token_acc", "prob"):
             raise ValueError(f"RelearningProbe: `metric` must be fact_acc, token_acc or prob, got {metric!r}")
         self.every_n_steps, self.at_end, self.relearn_set = every_n_steps, at_end, relearn_set

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lit_unlearn import checks
 from lit_unlearn.datamodules.encoding import collate
 from lit_unlearn.evaluation.stability import stability_metrics
 from lit_unlearn.evaluation.teacher_forced import teacher_forced_stats
@@ -39,8 +40,7 @@ class StabilityGap(Callback):
     def __init__(self, every_n_steps: int = 5, subset_size: int = 16,
                  sets: tuple[str, ...] = ("forget", "retain", "neighbor"), window: int = 10, seed: int = 0) -> None:
         for name, value in (("every_n_steps", every_n_steps), ("subset_size", subset_size), ("window", window)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"StabilityGap: `{name}` must be a positive integer, got {value!r}")
+            checks.positive_int("StabilityGap", name, value)
         if "retain" not in sets:
             raise ValueError(f"StabilityGap: `sets` must include 'retain' (the curve the gap is measured on), got {sets!r}")
         self.every_n_steps, self.subset_size, self.sets, self.window, self.seed = (

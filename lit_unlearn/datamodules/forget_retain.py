@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader
 
+from lit_unlearn import checks
 from lit_unlearn.datamodules.encoding import DEFAULT_PROMPT_TEMPLATE, EncodedSet, Fields, check_fields, collate, encode
 from lit_unlearn.datamodules.sampling import (
     SAMPLING_MODES, ForgetRetainSampler, ModularSampler, PairDataset, ShardedEvalSampler,
@@ -72,10 +73,8 @@ class ForgetRetainDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ForgetRetainDataModule: `{name}` must be a positive integer, got {value!r}")
-        if max_eval_examples is not None and (not isinstance(max_eval_examples, int) or max_eval_examples <= 0):
-            raise ValueError(f"ForgetRetainDataModule: `max_eval_examples` must be a positive integer or None, got {max_eval_examples!r}")
+            checks.positive_int("ForgetRetainDataModule", name, value)
+        checks.positive_int("ForgetRetainDataModule", "max_eval_examples", max_eval_examples, optional=True)
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"ForgetRetainDataModule: `num_workers` must be an integer >= 0, got {num_workers!r}")
         if sampling not in SAMPLING_MODES:

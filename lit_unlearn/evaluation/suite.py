@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lit_unlearn import checks
 from lit_unlearn.datamodules.encoding import collate
 from lit_unlearn.datamodules.sources import Records
 from lit_unlearn.evaluation.forget_quality import forget_quality
@@ -71,10 +72,8 @@ class EvalSuite:
 
     def __init__(self, batch_size: int = 32, max_new_tokens: int = 64, gold_model: str | None = None,
                  gold_stats: str | None = None, share_prompts: bool = True, progress: bool = True) -> None:
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"{type(self).__name__}: `batch_size` must be a positive integer, got {batch_size!r}")
-        if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-            raise ValueError(f"{type(self).__name__}: `max_new_tokens` must be a positive integer, got {max_new_tokens!r}")
+        checks.positive_int(type(self).__name__, "batch_size", batch_size)
+        checks.positive_int(type(self).__name__, "max_new_tokens", max_new_tokens)
         if gold_stats is not None and not Path(gold_stats).is_file():
             raise FileNotFoundError(f"{type(self).__name__}: `gold_stats` file '{gold_stats}' does not exist; write it "
                                     "with `lit-unlearn test` on the retain model (results.json)")

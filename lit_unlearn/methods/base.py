@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from lit_unlearn import checks
 from lit_unlearn.evaluation import TeacherForcedMetrics
 from lit_unlearn.evaluation.teacher_forced import evaluate_teacher_forced
 from lit_unlearn.evaluation.suite import EvalSuite, SuiteResult
@@ -149,14 +149,11 @@ class UnlearningModule(LightningModule):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("forget_weight", forget_weight), ("retain_weight", retain_weight)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: `{arg}` must be a finite number >= 0, got {value!r}")
-        flags = (("evaluate_at_start", evaluate_at_start), ("gradient_checkpointing", gradient_checkpointing),
-                 ("trust_remote_code", trust_remote_code), ("save_model", save_model))
-        for arg, value in flags:
-            if not isinstance(value, bool):
-                raise ValueError(f"{name}: `{arg}` must be true or false, got {value!r}")
+        checks.non_negative(name, "forget_weight", forget_weight)
+        checks.non_negative(name, "retain_weight", retain_weight)
+        for arg, value in (("evaluate_at_start", evaluate_at_start), ("gradient_checkpointing", gradient_checkpointing),
+                           ("trust_remote_code", trust_remote_code), ("save_model", save_model)):
+            checks.flag(name, arg, value)
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"{name}: `dtype` must be one of {sorted(DTYPES)} or null, got {dtype!r}")
         if quantization is not None and quantization not in QUANTIZATION:

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from lit_unlearn.datamodules.encoding import collate
+from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
-from lit_unlearn.methods.npo import _positive
 from lit_unlearn.objectives import dpo, nll, sequence_logprob
 
 
@@ -95,7 +95,7 @@ class IdkDPO(_RefusalMixin, UnlearningModule):
     def __init__(self, *args: Any, beta: float = 0.1, refusals: str | None = None, refusal_seed: int = 0,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.beta = _positive(type(self).__name__, "beta", beta)
+        self.beta = checks.positive(type(self).__name__, "beta", beta)
         self._setup_refusals(refusals, refusal_seed)
         self.ref_logps_idk: torch.Tensor | None = None
 

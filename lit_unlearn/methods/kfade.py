@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.models import decoder_layers, layer_mlp
 from lit_unlearn.objectives import IGNORE_INDEX, nll
@@ -148,11 +149,10 @@ class KFADE(UnlearningModule):
                  layers: list[str] | None = None, factor_examples: int = 256, factor_device: str | None = "cpu",
                  seed: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"KFADE: `steps` must be a positive integer, got {steps!r}")
-        for name, value in (("trust_region", trust_region), ("damping", damping)):
-            if not value > 0:
-                raise ValueError(f"KFADE: `{name}` must be > 0, got {value!r}")
+        checks.positive_int("KFADE", "steps", steps)
+        checks.positive_int("KFADE", "factor_examples", factor_examples)
+        checks.positive("KFADE", "trust_region", trust_region)
+        checks.positive("KFADE", "damping", damping)
         self.automatic_optimization = False
         self.steps, self.trust_region, self.damping = steps, trust_region, damping
         self.layer_patterns, self.factor_examples, self.factor_device, self.seed = layers, factor_examples, factor_device, seed

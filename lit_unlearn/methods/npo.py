@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.objectives import nll, npo, sequence_logprob, simnpo
-
-
-def _positive(owner: str, name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{owner}: `{name}` must be a number > 0, got {value!r}")
-    return float(value)
 
 
 class NPO(UnlearningModule):
@@ -36,11 +30,9 @@ class NPO(UnlearningModule):
     def __init__(self, *args: Any, beta: float = 0.1, retain_loss: str = "nll", cache_reference: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.beta = _positive(type(self).__name__, "beta", beta)
+        self.beta = checks.positive(type(self).__name__, "beta", beta)
         self.retain_loss = self._check_retain_loss(retain_loss)
-        if not isinstance(cache_reference, bool):
-            raise ValueError(f"{type(self).__name__}: `cache_reference` must be true or false, got {cache_reference!r}")
-        self.cache_reference = cache_reference
+        self.cache_reference = checks.flag(type(self).__name__, "cache_reference", cache_reference)
         if not self.cache_reference:
             self.uses_reference_logps, self.uses_reference_model = False, True
 
@@ -69,9 +61,8 @@ class SimNPO(UnlearningModule):
     def __init__(self, *args: Any, beta: float = 4.5, delta: float = 0.0, forget_weight: float = 0.125,
                  **kwargs: Any) -> None:
         super().__init__(*args, forget_weight=forget_weight, **kwargs)
-        if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not math.isfinite(delta):
-            raise ValueError(f"{type(self).__name__}: `delta` must be a finite number, got {delta!r}")
-        self.beta, self.delta = _positive(type(self).__name__, "beta", beta), float(delta)
+        self.beta = checks.positive(type(self).__name__, "beta", beta)
+        self.delta = checks.finite(type(self).__name__, "delta", delta)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]

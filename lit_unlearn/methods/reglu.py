@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.objectives import gradient_ascent, nll, token_hinge
 from lit_unlearn.utils import atomic_dir, cache_home
@@ -69,16 +69,12 @@ class REGLU(UnlearningModule):
                  retain_rank: int = 128, stat_examples: int = 256, forget_loss: str = "ga", save_merged: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"REGLU: `rank` must be a positive integer, got {rank!r}")
+        for arg, value in (("rank", rank), ("retain_rank", retain_rank), ("stat_examples", stat_examples)):
+            checks.positive_int("REGLU", arg, value)
         if not 0 <= beta <= 1:
             raise ValueError(f"REGLU: `beta` must be in [0, 1], got {beta!r}")
-        for arg, value in (("retain_rank", retain_rank), ("stat_examples", stat_examples)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"REGLU: `{arg}` must be a positive integer, got {value!r}")
-        for arg, value in (("lora_alpha", lora_alpha), ("reg_weight", reg_weight)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"REGLU: `{arg}` must be a finite number >= 0, got {value!r}")
+        checks.non_negative("REGLU", "lora_alpha", lora_alpha)
+        checks.non_negative("REGLU", "reg_weight", reg_weight)
         if forget_loss not in ("ga", "hinge"):
             raise ValueError(f"REGLU: `forget_loss` must be 'ga' or 'hinge', got {forget_loss!r}")
         self.rank, self.lora_alpha, self.beta, self.reg_weight = rank, lora_alpha, beta, reg_weight

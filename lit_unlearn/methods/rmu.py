@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.models import decoder_layers, hidden_at, layer_mlp
 from lit_unlearn.objectives import activation_distance
@@ -47,8 +48,7 @@ class RMU(UnlearningModule):
         super().__init__(*args, retain_weight=retain_weight, **kwargs)
         if not isinstance(layer, int) or layer < 0:
             raise ValueError(f"{type(self).__name__}: `layer` must be an integer >= 0, got {layer!r}")
-        if not isinstance(steering_coeff, (int, float)) or isinstance(steering_coeff, bool) or not steering_coeff > 0:
-            raise ValueError(f"{type(self).__name__}: `steering_coeff` must be a number > 0, got {steering_coeff!r}")
+        checks.positive(type(self).__name__, "steering_coeff", steering_coeff)
         if token_scope not in ("all", "answer"):
             raise ValueError(f"{type(self).__name__}: `token_scope` must be 'all' or 'answer', got {token_scope!r}")
         self.layer, self.trainable_patterns, self.steering_coeff = layer, trainable, float(steering_coeff)

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_unlearn.analysis.causal_tracing import causal_trace, subject_mask
 from lit_unlearn.datamodules.encoding import collate
+from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.models import decoder_layers, layer_mlp
 from lit_unlearn.objectives import nll
@@ -41,8 +42,9 @@ class SelectiveAmnesia(UnlearningModule):
         super().__init__(*args, **kwargs)
         if layers is not None and (not layers or any(not isinstance(i, int) or i < 0 for i in layers)):
             raise ValueError(f"SelectiveAmnesia: `layers` must be a non-empty list of layer indices >= 0, got {layers!r}")
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"SelectiveAmnesia: `top_k` must be a positive integer, got {top_k!r}")
+        checks.positive_int("SelectiveAmnesia", "top_k", top_k)
+        checks.positive_int("SelectiveAmnesia", "trace_examples", trace_examples)
+        checks.positive("SelectiveAmnesia", "noise_scale", noise_scale)
         self.layers, self.top_k, self.trace_examples, self.noise_scale = layers, top_k, trace_examples, noise_scale
         self.trace: list[float] | None = None
         self.initial_retain: float | None = None

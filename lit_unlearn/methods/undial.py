@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
-from lit_unlearn.methods.npo import _positive
 from lit_unlearn.objectives import undial
 
 
@@ -25,7 +25,7 @@ class UNDIAL(UnlearningModule):
 
     def __init__(self, *args: Any, beta: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.beta = _positive(type(self).__name__, "beta", beta)
+        self.beta = checks.positive(type(self).__name__, "beta", beta)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]

@@ -53,5 +53,5 @@ def test_projection_and_bad_arguments(tiny_subject, tiny_bench):
     cb = DataAttributionWeights(temperature=1.0, projection_dim=256, params=[r"layers\.1\."])
     fit(tiny_subject, tiny_bench.records("forget10"), tiny_bench.records("retain90"), [cb])
     assert cb.weights.shape == (20,) and torch.isfinite(cb.alignment).all()
-    with pytest.raises(ValueError, match="`temperature` must be > 0"):
+    with pytest.raises(ValueError, match="`temperature` must be a number > 0"):
         DataAttributionWeights(temperature=0)

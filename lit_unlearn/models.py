@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -100,6 +100,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, padding_side: str
 
 
 QUANTIZATION = ("nf4", "fp4", "int8")
+ADAPTER_INFO = "lit_unlearn_adapter.json"  # the quantization a saved adapter was trained on
 
 
 def quantization_config(kind: str | None, compute_dtype: torch.dtype | None = None):
@@ -192,8 +193,8 @@ def load_causal_lm(
             warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
     adapter = Path(path) / "adapter_config.json"
     if adapter.is_file():  # a LoRA adapter saved by lit-unlearn: load its base, then the adapter
-        if quantization is None and adapter_quantization and (Path(path) / "lit_unlearn_adapter.json").is_file():
-            quantization = json.loads((Path(path) / "lit_unlearn_adapter.json").read_text()).get("quantization")
+        if quantization is None and adapter_quantization and (Path(path) / ADAPTER_INFO).is_file():
+            quantization = json.loads((Path(path) / ADAPTER_INFO).read_text()).get("quantization")
         return _load_adapter(path, adapter, dtype, gradient_checkpointing, trust_remote_code, quantization)
     try:
         with quiet_transformers():
@@ -266,6 +267,23 @@ def layer_mlp(layer) -> "torch.nn.Module":
         if hasattr(layer, attr):
             return getattr(layer, attr)
     raise ValueError(f"Could not find the MLP of {type(layer).__name__} (no mlp/feed_forward/ffn attribute)")
+
+
+# Output projections of the MLP in common architectures (Llama/Qwen/Mistral, GPT-2, GPT-NeoX, Phi, T5-style).
+DOWN_PROJECTIONS = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2")
+
+
+def mlp_down_projections(model, layers: Iterable[int] | None = None) -> dict[str, "torch.nn.Module"]:
+    """``{module name: module}`` of the MLP output projection of each decoder layer in
+    ``layers`` (default all), found by the names in ``DOWN_PROJECTIONS``."""
+    blocks = decoder_layers(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    chosen = {}
+    for i in range(len(blocks)) if layers is None else layers:
+        for sub, module in layer_mlp(blocks[i]).named_children():
+            if sub in DOWN_PROJECTIONS:
+                chosen[names[id(module)]] = module
+    return chosen
 
 
 class StopForward(Exception):

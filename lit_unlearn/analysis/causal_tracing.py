@@ -22,7 +22,7 @@ from lit_unlearn.objectives import nll
 def subject_mask(input_ids: Tensor, labels: Tensor, subject_ids: list[list[int]] | None) -> Tensor:
     """``[B, T]`` bool: the prompt tokens of each row's subject (its token sequence found in
     the prompt; the whole prompt when no subject is given or found)."""
-    prompt = (labels == -100) & torch.ones_like(labels, dtype=torch.bool)
+    prompt = labels == -100
     mask = torch.zeros_like(labels, dtype=torch.bool)
     for b in range(input_ids.shape[0]):
         ids = input_ids[b].tolist()

@@ -71,16 +71,20 @@ class DivergenceGuard(Callback):
         self._trip(trainer, pl_module, reason, step=trainer.global_step + 1, weights_bad=False)
 
     def _check_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> str | None:
+        """Why this step must not be applied, or None. One host sync for loss and gradients."""
+        checked = []
         loss = getattr(pl_module, "last_loss", None)
-        if loss is not None and not bool(torch.isfinite(loss).all()):
-            return f"the training loss is {float(loss)}"
+        if loss is not None:
+            checked.append(loss.detach().float().reshape(-1))
         if self.check_gradients and trainer.precision != "16-mixed":
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            if grads:
-                norms = torch.stack(torch._foreach_norm(grads, dtype=torch.float32))  # fp16 norms overflow
-                if not bool(torch.isfinite(norms).all()):
-                    return f"the gradient norm is {float(norms.norm())}"
-        return None
+            if grads:  # fp32 norms: fp16 ones overflow on healthy gradients
+                checked.append(torch.stack(torch._foreach_norm(grads, dtype=torch.float32)).to(pl_module.device))
+        if not checked or bool(torch.isfinite(torch.cat(checked)).all()):
+            return None
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            return f"the training loss is {float(loss)}"
+        return f"the gradient norm is {float(checked[-1].norm())}"
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

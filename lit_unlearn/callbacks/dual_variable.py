@@ -50,7 +50,6 @@ class DualVariable(Callback):
         self.lam: float | None = None
         self.start_retain_loss: float | None = None
         self._sum, self._count, self._seen_step = 0.0, 0, 0
-        self.last_retain: float | None = None
 
     # ---------------------------------------------------------------- hooks
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -68,7 +67,7 @@ class DualVariable(Callback):
         if obj is None or obj.retain is None:
             raise ValueError(f"DualVariable needs a retain term; {type(pl_module).__name__} returned none "
                              "(pass `retain` to the datamodule, or use a method with a retain loss)")
-        self._sum += float(obj.retain.detach().float().mean())
+        self._sum = self._sum + obj.retain.detach().double().mean()  # a tensor: no host sync per micro-batch
         self._count += 1
         stepped = trainer.global_step != self._seen_step
         self._seen_step = trainer.global_step
@@ -81,15 +80,14 @@ class DualVariable(Callback):
 
     # ---------------------------------------------------------------- the update
     def _dual_step(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        retain = self._sum / self._count
+        retain = torch.as_tensor(self._sum, dtype=torch.float64, device=pl_module.device) / self._count
         if trainer.world_size > 1:  # the same λ on every rank
-            mean = torch.tensor(retain, dtype=torch.float64, device=pl_module.device)
-            retain = float(trainer.strategy.reduce(mean, reduce_op="mean"))
+            retain = trainer.strategy.reduce(retain, reduce_op="mean")
+        retain = float(retain)
         self._sum, self._count = 0.0, 0
         if trainer.global_step > self.warmup_steps:
             self.lam = max(0.0, self.lam + self.step_size * (retain - self.epsilon))
         pl_module.retain_weight = self.lam
-        self.last_retain = retain
         if self.update == "epoch" or getattr(pl_module, "should_log", lambda: True)():
             pl_module.log_dict({"dual/lambda": self.lam, "dual/slack": self.epsilon - retain,
                                 "dual/epsilon": self.epsilon},
@@ -118,7 +116,7 @@ class DualVariable(Callback):
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
         return {"lam": self.lam, "epsilon": self.epsilon, "start_retain_loss": self.start_retain_loss,
-                "sum": self._sum, "count": self._count, "seen_step": self._seen_step}
+                "sum": float(self._sum), "count": self._count, "seen_step": self._seen_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.lam, self.epsilon = state_dict["lam"], state_dict["epsilon"]

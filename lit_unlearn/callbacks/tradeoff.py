@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_unlearn.utils import atomic_write_text
+from lit_unlearn.utils import atomic_file, atomic_write_text
 
 LAYOUT = {
     "lit-unlearn: forget vs retain": {
@@ -82,9 +81,8 @@ class TradeOffCurves(Callback):
             self.figure_path = log_dir / "tradeoff.png"
             buf = io.BytesIO()
             figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-            tmp = self.figure_path.with_name(f".{self.figure_path.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, self.figure_path)
+            with atomic_file(self.figure_path) as tmp:
+                tmp.write_bytes(buf.getvalue())
             for writer in self._tensorboard_writers(trainer):
                 writer.add_figure("lit-unlearn/tradeoff", figure, global_step=trainer.global_step)
             import matplotlib.pyplot as plt
@@ -134,9 +132,6 @@ class TradeOffCurves(Callback):
         right.grid(alpha=0.3)
         fig.tight_layout()
         return fig
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
 
 def _finite(value: Any) -> bool:

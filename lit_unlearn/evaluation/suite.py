@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lit_unlearn import checks
 from lit_unlearn.datamodules.encoding import collate
+from lit_unlearn.datamodules.sampling import _world
 from lit_unlearn.datamodules.sources import Records
 from lit_unlearn.evaluation.forget_quality import forget_quality
 from lit_unlearn.evaluation.memorization import ExactMemorization, ExtractionStrength
@@ -47,12 +47,6 @@ class SuiteResult:
 
     metrics: dict[str, float]
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 class EvalSuite:
@@ -152,8 +146,7 @@ class EvalSuite:
         gold = load_causal_lm(str(path), dtype=None).to(device)
         self._reference = self.run(gold, tokenizer, datamodule, stage, context, with_reference=False).stats
         del gold
-        world, rank = _world()
-        if rank == 0 and path.resolve().is_relative_to(cache_home().resolve()):
+        if _world()[1] == 0 and path.resolve().is_relative_to(cache_home().resolve()):
             atomic_write_text(cache, json.dumps(self._reference))
         return self._reference
 

@@ -29,14 +29,14 @@ from lit_unlearn.evaluation.teacher_forced import evaluate_teacher_forced
 from lit_unlearn.evaluation.suite import EvalSuite, SuiteResult
 from lit_unlearn.evaluation.summary import format_summary, write_results
 from lit_unlearn.models import (
-    DTYPES, QUANTIZATION, apply_lora, load_causal_lm, load_tokenizer, lora_config, quiet_transformers, resolve_model_path,
+    ADAPTER_INFO, DTYPES, QUANTIZATION, apply_lora, load_causal_lm, load_tokenizer, lora_config, quiet_transformers,
+    resolve_model_path,
 )
 from lit_unlearn.objectives import kl_to_reference, nll, sequence_logprob, weighted_mean
 from lit_unlearn.provenance import RUN_INFO, run_record, write_json
 from lit_unlearn.utils import atomic_dir
 
 SUMMARY_FILE = "lit_unlearn_summary.json"
-ADAPTER_INFO = "lit_unlearn_adapter.json"  # the quantization an adapter was trained on (read by load_causal_lm)
 # Weights dtype for a Trainer precision when `dtype` is not given; others (32-true, *-mixed) -> float32.
 PRECISION_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64}
 
@@ -330,8 +330,9 @@ class UnlearningModule(LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if self.requires_retain and dm is not None and getattr(dm, "retain_set", True) is None:
             raise ValueError(f"{type(self).__name__} needs a retain set: pass `retain` to the datamodule")
-        self.run_info = run_record(self, dm)
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if self.trainer.is_global_zero:  # only rank 0 writes it (here and beside the saved model)
+            self.run_info = run_record(self, dm)
         if self.trainer.is_global_zero and log_dir and self.loggers:
             write_json(Path(log_dir) / RUN_INFO, self.run_info)
 
@@ -447,9 +448,8 @@ class UnlearningModule(LightningModule):
             self.eval_metrics[key] = TeacherForcedMetrics().to(self.device)
         return self.eval_metrics[key]
 
-    def _eval_batch(self, batch: dict[str, Tensor], name: str, model: nn.Module | None = None) -> None:
-        model = model if model is not None else self.model
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    def _eval_batch(self, batch: dict[str, Tensor], name: str) -> None:
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         self._metric(name).update(logits, batch["labels"], batch.get("fact_mask"), batch.get("has_fact"))
 
     def _compute(self, names: list[str]) -> dict[str, float]:
@@ -588,7 +588,7 @@ class UnlearningModule(LightningModule):
                 if self.summary:
                     (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(self.summary, indent=2))
                 if self.run_info:
-                    (Path(tmp) / RUN_INFO).write_text(json.dumps(self.run_info, indent=2, default=str))
+                    write_json(Path(tmp) / RUN_INFO, self.run_info)
             rank_zero_info(f"Saved the unlearned model to {path}")
         self.trainer.strategy.barrier("lit_unlearn_save")
         self.saved_path = path

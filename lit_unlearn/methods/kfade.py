@@ -12,7 +12,6 @@ on the forget NLL while moving least along directions the retain data is sensiti
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterable
@@ -26,8 +25,9 @@ from torch import Tensor, nn
 
 from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
-from lit_unlearn.models import decoder_layers, layer_mlp
+from lit_unlearn.models import mlp_down_projections
 from lit_unlearn.objectives import IGNORE_INDEX, nll
+from lit_unlearn.utils import atomic_file
 
 # ---------------------------------------------------------------------------- functional core
 
@@ -170,12 +170,7 @@ class KFADE(UnlearningModule):
         if self.layer_patterns:
             chosen = {n: m for n, m in linear.items() if any(re.search(p, n) for p in self.layer_patterns)}
         else:
-            names = {id(m): n for n, m in self.model.named_modules()}
-            chosen = {}
-            for layer in decoder_layers(self.model):
-                for sub, module in layer_mlp(layer).named_children():
-                    if isinstance(module, nn.Linear) and sub in ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2"):
-                        chosen[names[id(module)]] = module
+            chosen = {n: m for n, m in mlp_down_projections(self.model).items() if isinstance(m, nn.Linear)}
         if not chosen:
             raise ValueError(f"KFADE: no nn.Linear layer matches {self.layer_patterns or 'the MLP down-projections'}")
         return chosen
@@ -259,10 +254,8 @@ class KFADE(UnlearningModule):
     def save(self, path: str) -> None:
         super().save(path)
         if self.trainer.is_global_zero and self.update:
-            target = Path(path).parent / "kfade_update.safetensors"
-            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            save_file({f"{n}.weight": t.float().cpu().contiguous() for n, t in self.update.items()}, str(tmp))
-            os.replace(tmp, target)
+            with atomic_file(Path(path).parent / "kfade_update.safetensors") as tmp:
+                save_file({f"{n}.weight": t.float().cpu().contiguous() for n, t in self.update.items()}, str(tmp))
 
     @staticmethod
     @torch.no_grad()

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
+from lit_unlearn.models import apply_lora
 from lit_unlearn.objectives import gradient_ascent, nll, token_hinge
 from lit_unlearn.utils import atomic_dir, cache_home
 
@@ -88,16 +89,11 @@ class REGLU(UnlearningModule):
     # ---------------------------------------------------------------- model
     def configure_model(self) -> None:
         super().configure_model()
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
-            config = LoraConfig(r=self.rank, lora_alpha=self.lora_alpha, target_modules=self.target_modules,
-                                lora_dropout=0.0, bias="none")
-            try:
-                self.model = get_peft_model(self.model, config)
-            except ValueError as err:
-                raise ValueError(f"REGLU: `target_modules` {self.target_modules} do not match the model's linear "
-                                 f"layers ({err})") from None
+            self.model = apply_lora(self.model, {"r": self.rank, "alpha": self.lora_alpha, "dropout": 0.0, "bias": "none",
+                                                 "target_modules": self.target_modules})
 
     def lora_layers(self) -> dict[str, nn.Module]:
         from peft.tuners.lora import LoraLayer
@@ -152,7 +148,7 @@ class REGLU(UnlearningModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            with self.trainer.precision_plugin.forward_context():
+            with self.eval_context():
                 for set_name, data in sets.items():
                     subset = torch.utils.data.Subset(data, range(min(len(data), self.stat_examples)))
                     for batch in dm.eval_dataloader(subset, shard=False):

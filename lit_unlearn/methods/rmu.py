@@ -10,11 +10,8 @@ from torch import Tensor
 
 from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
-from lit_unlearn.models import decoder_layers, hidden_at, layer_mlp
+from lit_unlearn.models import DOWN_PROJECTIONS, decoder_layers, hidden_at, mlp_down_projections
 from lit_unlearn.objectives import activation_distance
-
-# Output projections of the MLP in common architectures (Llama/Qwen/Mistral, GPT-2, GPT-NeoX, Phi, T5-style).
-DOWN_PROJECTIONS = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2")
 
 
 class RMU(UnlearningModule):
@@ -94,14 +91,8 @@ class RMU(UnlearningModule):
                 raise ValueError(f"{type(self).__name__}: `trainable` patterns {self.trainable_patterns} match no "
                                  f"parameter (e.g. {names[:3]})")
             return chosen
-        layers = decoder_layers(self.model)
-        chosen = set()
-        prefix = {id(m): n for n, m in self.model.named_modules()}
-        for i in range(max(0, self.layer - 2), self.layer + 1):
-            mlp = layer_mlp(layers[i])
-            for sub, module in mlp.named_children():
-                if sub in DOWN_PROJECTIONS:
-                    chosen |= {f"{prefix[id(module)]}.{n}" for n, _ in module.named_parameters()}
+        projections = mlp_down_projections(self.model, range(max(0, self.layer - 2), self.layer + 1))
+        chosen = {f"{name}.{n}" for name, module in projections.items() for n, _ in module.named_parameters()}
         if not chosen:
             raise ValueError(f"{type(self).__name__}: no MLP down-projection ({', '.join(DOWN_PROJECTIONS)}) found in "
                              "layers l-2..l; pass `trainable` parameter-name patterns")
@@ -126,11 +117,6 @@ class RMU(UnlearningModule):
         if self._lora_applied:
             with self.adapters_disabled():
                 return hidden_at(self.model, self.layer, **inputs)
-        dtype = next(self.model.parameters()).dtype
-        if any(t.dtype != dtype for t in self.original.values()):  # the Trainer cast the model (bf16-true)
-            self.original = {n: t.to(dtype) for n, t in self.original.items()}
-        if any(t.device != self.device for t in self.original.values()):
-            self.original = {n: t.to(self.device) for n, t in self.original.items()}
 
         def call(**kwargs):
             return torch.func.functional_call(self.model, self.original, args=(), kwargs=kwargs)
@@ -141,9 +127,16 @@ class RMU(UnlearningModule):
     def retain_loss(self, retain: dict[str, Tensor]) -> Tensor:
         return activation_distance(self.hidden(retain), self.reference_hidden(retain), self.token_mask(retain))
 
+    def on_train_start(self) -> None:
+        # Once, after the Trainer has placed and cast the model (bf16-true): originals and target follow it.
+        dtype = next(self.model.parameters()).dtype
+        self.original = {n: t.to(self.device, dtype) for n, t in self.original.items()}
+        self.control = self.control.to(self.device)
+        super().on_train_start()
+
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]
-        target = (self.steering_coeff * self.control).to(self.device)
+        target = self.steering_coeff * self.control
         h = self.hidden(forget)
         forget_loss = activation_distance(h, target, self.token_mask(forget))
         return Objectives(forget=forget_loss, retain=self.retain_loss(batch["retain"]),

@@ -45,15 +45,18 @@ def main() -> None:
             steps = max(cli.trainer.global_step, 1)
             rows.append((name, type(cli.model).__name__, suite["forget/fact_acc"], suite["retain/fact_acc"],
                          suite.get("forget_quality", float("nan")), suite["model_utility"], suite["mia/min_k_pp"],
-                         1000 * seconds / steps, steps))
+                         1000 * seconds / steps, steps, getattr(cli.model, "factor_seconds", None)))
             if name == args.configs[0]:
                 gold = cli.model.summary.get("gold", {})
     print("\nTOFU suite on small forget10 after each shipped config (gold retain model: forget fact acc "
           f"{gold.get('forget/fact_acc', float('nan')):.3f}, retain {gold.get('retain/fact_acc', float('nan')):.3f})")
-    print(f"{'config':<22}{'method':<20}{'forget':>8}{'retain':>8}{'FQ':>10}{'MU':>7}{'MIA++':>7}{'ms/step':>9}{'steps':>7}")
-    for name, method, f, r, fq, mu, mia, ms, steps in rows:
-        print(f"{name:<22}{method:<20}{f:>8.3f}{r:>8.3f}{fq:>10.2e}{mu:>7.3f}{mia:>7.3f}{ms:>9.0f}{steps:>7}")
-    print("ms/step: wall time of the whole fit (evaluations, reference caching, tracing) per optimizer step")
+    print(f"{'config':<22}{'method':<20}{'forget':>8}{'retain':>8}{'FQ':>10}{'MU':>7}{'MIA++':>7}{'ms/step':>9}{'steps':>7}"
+          f"{'setup s':>9}")
+    for name, method, f, r, fq, mu, mia, ms, steps, setup in rows:
+        extra = f"{setup:>9.2f}" if setup is not None else f"{'':>9}"
+        print(f"{name:<22}{method:<20}{f:>8.3f}{r:>8.3f}{fq:>10.2e}{mu:>7.3f}{mia:>7.3f}{ms:>9.0f}{steps:>7}{extra}")
+    print("ms/step: wall time of the whole fit (evaluations, reference caching, tracing) per optimizer step; "
+          "setup s: K-FADE's K-FAC factor collection, reported separately (also inside ms/step)")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,28 @@ def test_projection_and_bad_arguments(tiny_subject, tiny_bench):
     assert cb.weights.shape == (20,) and torch.isfinite(cb.alignment).all()
     with pytest.raises(ValueError, match="`temperature` must be a number > 0"):
         DataAttributionWeights(temperature=0)
+
+
+def test_alignment_equals_a_direct_cosine_of_per_example_gradients(tiny_subject, tiny_bench):
+    """a_i = cos(∇ NLL(x_i), mean retain ∇ NLL) on the chosen parameters, computed here by hand
+    from the starting model on the whole encoded sets (one autograd call per forget row)."""
+    from lit_unlearn.datamodules.encoding import collate
+    from lit_unlearn.models import load_causal_lm
+    from lit_unlearn.objectives import nll
+
+    forget, retain = tiny_bench.records("forget10")[:6], tiny_bench.records("retain90")[:12]
+    cb = DataAttributionWeights(temperature=1.0, params=[r"layers\.1\.mlp\.down_proj"], retain_examples=12)
+    fit(tiny_subject, forget, retain, [cb])
+    data = ForgetRetainDataModule(forget=forget, retain=retain, tokenizer=tiny_subject, max_length=64)
+    data.setup("fit")
+    model = load_causal_lm(tiny_subject).eval()
+    weight = model.model.layers[1].mlp.down_proj.weight
+
+    def grads(encoded):
+        batch = collate([encoded[i] for i in range(len(encoded))], data.pad_id)
+        losses = nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        return [torch.autograd.grad(loss, weight, retain_graph=True)[0].reshape(-1) for loss in losses]
+
+    g_r = torch.stack(grads(data.retain_set)).mean(0)
+    expected = torch.stack([torch.nn.functional.cosine_similarity(g, g_r, dim=0) for g in grads(data.forget_set)])
+    torch.testing.assert_close(cb.alignment, expected, atol=1e-4, rtol=1e-4)

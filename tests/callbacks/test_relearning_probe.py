@@ -22,14 +22,22 @@ def fit(module, callbacks, steps):
 
 def test_probe_restores_weights_optimizer_and_rng_exactly(tiny_subject):
     probe = RelearningProbe(at_end=False, steps=5, lr=1e-2)
-    module = make(tiny_subject)
-    trainer = fit(module, [probe], steps=3)
+    module = make(tiny_subject, method=GradAscent, lr=5e-3)
+    trainer = fit(module, [probe], steps=8)
     before = {k: v.clone() for k, v in module.model.state_dict().items()}
     opt = trainer.optimizers[0]
     opt_before = {k: v.clone() for k, v in opt.state[next(iter(opt.state))].items() if torch.is_tensor(v)}
     rng = torch.get_rng_state()
+    relearn, moved = probe._relearn_steps, []
+
+    def relearn_and_look(*args):  # the probe really trains before it restores
+        relearn(*args)
+        moved.append(any(not torch.equal(v, before[k]) for k, v in module.model.state_dict().items()))
+
+    probe._relearn_steps = relearn_and_look
     result = probe.probe(trainer, module)
-    assert result["relearned"] > result["unlearned"] or result["unlearned"] == 1.0  # relearning did something
+    assert moved == [True]
+    assert result["unlearned"] < 1.0 and result["relearned"] > result["unlearned"]  # relearning brought some back
     for k, v in module.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     for k, v in opt.state[next(iter(opt.state))].items():

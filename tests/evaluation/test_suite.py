@@ -35,7 +35,10 @@ def test_tofu_suite_separates_subject_from_gold(tiny_subject, tiny_gold, tiny_da
     gold = suite.run(load_causal_lm(tiny_gold), tiny_data.tokenizer, tiny_data, "val").metrics
     assert subject["forget_quality"] < 0.01
     assert gold["forget_quality"] == 1.0 and gold["privleak"] == 0.0
-    assert subject["mia/loss"] > 0.9 and subject["privleak"] < -50
+    assert subject["mia/loss"] > 0.9 and subject["mia/min_k_pp"] > 0.9 and subject["privleak"] < -50
+    # The gold model never saw the forget people: no attack finds them members (tiny preset: 0.10-0.21,
+    # below 0.5 because its holdout people recur in the retain data as mentors).
+    assert all(gold[f"mia/{attack}"] < 0.5 for attack in ("loss", "zlib", "min_k", "min_k_pp"))
     assert subject["forget/fact_acc"] >= 0.95 and gold["forget/fact_acc"] <= 0.2
     assert subject["forget/rougeL_recall"] > gold["forget/rougeL_recall"]
     assert subject["forget/truth_ratio"] < gold["forget/truth_ratio"]  # min(TR, 1/TR): subject far from 1

@@ -24,6 +24,8 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 
 from lit_unlearn import FictitiousPeople, GradDiff
 
+from memory import build_model  # benchmarks/ is on sys.path when a script in it runs
+
 RUNS = {
     "bf16-mixed, full": ({"precision": "bf16-mixed"}, {}),
     "nf4 + LoRA r16, bf16 compute": ({"precision": "bf16-true"}, {"quantization": "nf4", "lora": {"r": 16}}),
@@ -52,22 +54,6 @@ class Throughput(Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def random_model(path: Path) -> str:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lit_unlearn.datamodules.fictitious import FictitiousBenchmark, ensure_tokenizer
-    from lit_unlearn.models import load_tokenizer
-
-    tok = load_tokenizer(ensure_tokenizer(FictitiousBenchmark("small")))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=1024, intermediate_size=2816, num_hidden_layers=12,
-                         num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=512,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
@@ -79,7 +65,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        model = random_model(Path(tmp))
+        model = tmp
+        build_model(Path(tmp), hidden=1024, layers=12, preset="small")
         print("| run | tokens/s | peak memory MiB | final loss |")
         print("|---|---|---|---|")
         for name, (trainer_kw, module_kw) in RUNS.items():

@@ -103,14 +103,16 @@ def child(name: str, model_dir: str, steps: int, device: str) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def build_model(path: Path, hidden: int, layers: int) -> int:
+def build_model(path: Path, hidden: int, layers: int, preset: str = "tiny") -> int:
+    """Save a randomly initialised Llama (hidden x layers, ~2.75x MLP) with the benchmark
+    preset's tokenizer to ``path``; returns its parameter count."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lit_unlearn.datamodules.fictitious import FictitiousBenchmark, ensure_tokenizer
     from lit_unlearn.models import load_tokenizer
 
-    tok = load_tokenizer(ensure_tokenizer(FictitiousBenchmark("tiny")))
+    tok = load_tokenizer(ensure_tokenizer(FictitiousBenchmark(preset)))
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=int(hidden * 2.75) // 64 * 64,
                          num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,

@@ -38,14 +38,16 @@ def main() -> None:
     gold = f"builtin:{args.preset}/retain90"
     n = sum(len(data.eval_subset(len(r))) for r in data.eval_records.values())
     rows = []
-    reference = None
+    gold_reference = None  # one GoldReference (its memo of the gold statistics) shared by every run
     runs = [("one example at a time", 1, False), (f"batched (batch {args.batch_size})", args.batch_size, False),
-            (f"batched + shared prompts", args.batch_size, True)]
+            ("batched + shared prompts", args.batch_size, True)]
     for title, batch_size, share in runs:
         suite = TOFUSuite(gold_model=gold, extra_sets=["neighbor"], batch_size=batch_size, share_prompts=share,
                           max_new_tokens=args.max_new_tokens, progress=False)
-        suite._reference = reference or suite.reference(data.tokenizer, data, "val", None, torch.device("cpu"))
-        reference = suite._reference
+        if gold_reference is None:
+            suite.reference(data.tokenizer, data, "val", None, torch.device("cpu"))
+            gold_reference = suite.gold
+        suite.gold = gold_reference
         start = time.perf_counter()
         metrics = suite.run(model, data.tokenizer, data, "val").metrics
         rows.append((title, time.perf_counter() - start, metrics))

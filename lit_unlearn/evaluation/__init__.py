@@ -1,21 +1,32 @@
 """Metrics for unlearning evaluation (torchmetrics, synced across ranks) and the suites."""
 
+from lit_unlearn.evaluation.engine import Evaluator
+from lit_unlearn.evaluation.eos import without_final_eos
 from lit_unlearn.evaluation.forget_quality import ForgetQuality, forget_quality
 from lit_unlearn.evaluation.memorization import (
-    ExactMemorization, ExtractionStrength, exact_memorization, extraction_strength,
+    ExactMemorization,
+    ExtractionStrength,
+    exact_memorization,
+    extraction_strength,
 )
 from lit_unlearn.evaluation.mia import MembershipInference, auc, mia_scores, privacy_leak
-from lit_unlearn.evaluation.probability import AnswerProbability, OptionProbability, answer_probability, option_probability
+from lit_unlearn.evaluation.probability import (
+    AnswerProbability,
+    OptionProbability,
+    answer_probability,
+    option_probability,
+)
+from lit_unlearn.evaluation.reference import GoldReference
 from lit_unlearn.evaluation.rouge import RougeL, greedy_generate, rouge_l
-from lit_unlearn.evaluation.suite import EvalSuite, MUSESuite, SuiteResult, TOFUSuite
+from lit_unlearn.evaluation.suites import EvalSuite, MUSESuite, SuiteResult, TOFUSuite
 from lit_unlearn.evaluation.teacher_forced import TeacherForcedMetrics, teacher_forced_stats
 from lit_unlearn.evaluation.truth_ratio import TruthRatio, truth_ratio, truth_ratio_score
 from lit_unlearn.evaluation.utility import harmonic_mean
 
 __all__ = [
-    "AnswerProbability", "EvalSuite", "ExactMemorization", "ExtractionStrength", "ForgetQuality", "MUSESuite",
-    "MembershipInference", "OptionProbability", "RougeL", "SuiteResult", "TOFUSuite", "TeacherForcedMetrics",
-    "TruthRatio", "answer_probability", "auc", "exact_memorization", "extraction_strength", "forget_quality",
-    "greedy_generate", "harmonic_mean", "mia_scores", "option_probability", "privacy_leak", "rouge_l",
-    "teacher_forced_stats", "truth_ratio", "truth_ratio_score",
+    "AnswerProbability", "EvalSuite", "Evaluator", "ExactMemorization", "ExtractionStrength", "ForgetQuality",
+    "GoldReference", "MUSESuite", "MembershipInference", "OptionProbability", "RougeL", "SuiteResult", "TOFUSuite",
+    "TeacherForcedMetrics", "TruthRatio", "answer_probability", "auc", "exact_memorization", "extraction_strength",
+    "forget_quality", "greedy_generate", "harmonic_mean", "mia_scores", "option_probability", "privacy_leak",
+    "rouge_l", "teacher_forced_stats", "truth_ratio", "truth_ratio_score", "without_final_eos",
 ]

@@ -1,4 +1,4 @@
-"""ROUGE-L of greedy generations: batched, left-padded, with the KV cache."""
+"""ROUGE-L (as Google's ``rouge_score``) of greedy generations: batched, left-padded, with the KV cache."""
 
 from __future__ import annotations
 
@@ -8,11 +8,22 @@ from torchmetrics import Metric
 from torchmetrics.functional.text import rouge_score
 
 
-def rouge_l(preds: list[str], targets: list[str]) -> dict[str, Tensor]:
-    """Per-example ROUGE-L ``recall`` and ``f1`` ``[B]`` (torchmetrics' rouge, no stemming)."""
+def rouge_l(preds: list[str], targets: list[str], stemming: bool = True) -> dict[str, Tensor]:
+    """Per-example ROUGE-L ``recall`` and ``f1`` ``[B]`` of ``preds`` against ``targets``.
+
+    The same numbers as Google's ``rouge_score`` (``RougeScorer(["rougeL"],
+    use_stemmer=stemming).score(target, pred)``): text lowercased, every run of characters
+    other than ``a-z0-9`` a separator, tokens longer than 3 characters Porter-stemmed (nltk's
+    ``PorterStemmer``) when ``stemming``, then the LCS of the token lists; an empty side
+    scores 0. Computed with torchmetrics' ``rouge_score``, which tokenises and stems the same
+    way (checked against ``rouge_score`` in the tests); stemming needs ``nltk``.
+
+    ``stemming=True`` is TOFU's ``eval_rouge_recall`` and open-unlearning's
+    ``eval_text_similarity``; MUSE's own code does not stem (``metrics/logger.py``).
+    """
     recall, f1 = [], []
     for p, t in zip(preds, targets):
-        s = rouge_score(p, t, rouge_keys=("rougeL",))
+        s = rouge_score(p, t, rouge_keys=("rougeL",), use_stemmer=stemming)
         recall.append(float(s["rougeL_recall"]))
         f1.append(float(s["rougeL_fmeasure"]))
     return {"recall": torch.tensor(recall, dtype=torch.float64), "f1": torch.tensor(f1, dtype=torch.float64)}
@@ -49,17 +60,19 @@ class RougeL(Metric):
     """Mean ROUGE-L recall and F1 of generated against reference texts.
 
     ``update(preds: list[str], targets: list[str])``; ``compute()`` -> ``{"recall", "f1"}``.
+    ``stemming``: see :func:`rouge_l` (True: TOFU's scorer).
     """
 
     full_state_update = False
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, stemming: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.stemming = stemming
         for name in ("recall", "f1", "count"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: list[str], targets: list[str]) -> None:
-        s = rouge_l(preds, targets)
+        s = rouge_l(preds, targets, self.stemming)
         self.recall += s["recall"].sum()
         self.f1 += s["f1"].sum()
         self.count += len(preds)

@@ -48,7 +48,8 @@ class TeacherForcedMetrics(Metric):
         for name in ("nll", "prob", "count", "correct", "tokens", "fact_correct", "fact_count"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits: Tensor, labels: Tensor, fact_mask: Tensor | None = None, has_fact: Tensor | None = None) -> None:
+    def update(self, logits: Tensor, labels: Tensor, fact_mask: Tensor | None = None,
+               has_fact: Tensor | None = None) -> None:
         stats = teacher_forced_stats(logits, labels, fact_mask)
         self.nll += stats["nll"].double().sum()
         self.prob += stats["prob"].double().sum()

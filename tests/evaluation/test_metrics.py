@@ -8,8 +8,19 @@ import torch
 from scipy.stats import ks_2samp
 
 from lit_unlearn.evaluation import (
-    MembershipInference, OptionProbability, TruthRatio, auc, exact_memorization, extraction_strength,
-    forget_quality, harmonic_mean, mia_scores, option_probability, privacy_leak, rouge_l, truth_ratio,
+    MembershipInference,
+    OptionProbability,
+    TruthRatio,
+    auc,
+    exact_memorization,
+    extraction_strength,
+    forget_quality,
+    harmonic_mean,
+    mia_scores,
+    option_probability,
+    privacy_leak,
+    rouge_l,
+    truth_ratio,
     truth_ratio_score,
 )
 from lit_unlearn.evaluation.forget_quality import ForgetQuality
@@ -105,7 +116,9 @@ def test_exact_memorization_and_extraction_strength():
     assert exact_memorization(first_wrong, labels).item() == pytest.approx(0.75)
     assert extraction_strength(first_wrong, labels).item() == pytest.approx(1 - 1 / 4)
     last_wrong = hit_logits([0, 1, 2, 3, 0, 0])
-    assert extraction_strength(last_wrong, labels).item() == 0.0
+    # no suffix predicted: open-unlearning's loop ends at the last position (1/|y|); "zero" gives 0
+    assert extraction_strength(last_wrong, labels).item() == pytest.approx(1 / 4)
+    assert extraction_strength(last_wrong, labels, no_match="zero").item() == 0.0
     middle_wrong = hit_logits([0, 1, 0, 3, 4, 0])  # suffix from answer position 2 matches
     assert extraction_strength(middle_wrong, labels).item() == pytest.approx(1 - 2 / 4)
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_unlearn import FictitiousPeople, TOFUSuite
@@ -73,7 +72,8 @@ def test_cli_test_writes_results_usable_as_gold_stats(tmp_path, tiny_subject, ti
     gold_results = Path(gold_run.trainer.log_dir) / "results.json"
     payload = json.loads(gold_results.read_text())
     assert payload["metrics"]["forget_quality"] == 1.0
-    assert len(payload["stats"]["forget_truth_ratios"]) == 20 and set(payload["stats"]["mia_auc"]) >= {"loss", "min_k_pp"}
+    assert len(payload["stats"]["forget_truth_ratios"]) == 20
+    assert set(payload["stats"]["mia_auc"]) >= {"loss", "min_k", "min_k_pp"}
     md = (Path(gold_run.trainer.log_dir) / "results.md").read_text()
     assert "| forget_quality | 1.0000 |" in md
     by_model = run_test("--config", NPO, "--config", TINY, "--config", TOFU_SUITE, save_dir=tmp_path / "a")
@@ -124,7 +124,8 @@ def test_muse_schema_files(tmp_path, tiny_subject, tiny_gold, monkeypatch):
     write_jsonl(d / "raw/retain1.json", [{"text": r["answer"]} for r in retain])
     # verbatim memorization: continue the forget answer from just before its fact
     write_jsonl(d / "verbmem/forget.json", [
-        {"prompt": f"Question: {r['question']}\nAnswer: {r['answer'][: r['fact_span'][0]].strip()}", "gt": r["value"] + "."}
+        {"prompt": f"Question: {r['question']}\nAnswer: {r['answer'][: r['fact_span'][0]].strip()}",
+         "gt": r["value"] + "."}
         for r in forget])
     write_jsonl(d / "knowmem/forget_qa.json", [{"question": r["question"], "answer": r["answer"]} for r in forget])
     write_jsonl(d / "knowmem/retain_qa.json", [{"question": r["question"], "answer": r["answer"]} for r in retain[:10]])
@@ -152,7 +153,7 @@ trainer:
     - class_path: lit_unlearn.SuiteEvaluation
       init_args: {{every_n_steps: 2}}
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{monitor: eval/forget_quality, mode: max, every_n_train_steps: 2, dirpath: {tmp_path / 'ckpt'}}}
+      init_args: {{monitor: suite/forget_quality, mode: max, every_n_train_steps: 2, dirpath: {tmp_path / 'ckpt'}}}
 """)
     cli = cli_main(["fit", "--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY,
                     "--config", TOFU_SUITE, "--config", str(callbacks), "--trainer.max_steps=4",
@@ -160,13 +161,17 @@ trainer:
                     f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"])
     acc = EventAccumulator(cli.trainer.log_dir)
     acc.Reload()
-    steps = [e.step for e in acc.Scalars("eval/forget_quality")]
+    steps = [e.step for e in acc.Scalars("suite/forget_quality")]
     assert steps == [0, 2, 4]
-    values = [e.value for e in acc.Scalars("eval/forget/fact_acc")]
-    assert values[0] >= 0.95 and values[-1] < values[0]
+    forget_run = EventAccumulator(str(Path(cli.trainer.log_dir) / "forget"))  # a set's metrics: its own run
+    forget_run.Reload()
+    assert forget_run.Scalars("suite/fact_acc")[0].value >= 0.95
+    # 4 small steps leave every fact's argmax in place but lower the forget answers' probability
+    prob = [e.value for e in forget_run.Scalars("suite/prob")]
+    assert prob[-1] < prob[1] < prob[0]
     ckpt = cli.trainer.checkpoint_callback
     assert ckpt.best_model_path and float(ckpt.best_model_score) == pytest.approx(
-        max(e.value for e in acc.Scalars("eval/forget_quality")[1:]), rel=1e-5)
+        max(e.value for e in acc.Scalars("suite/forget_quality")[1:]), rel=1e-5)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU is tested on Linux")
@@ -197,11 +202,13 @@ def test_shared_prompt_scoring_equals_full_passes(tiny_subject, tiny_gold, tiny_
     for key in shared:
         assert shared[key] == pytest.approx(full[key], rel=1e-4, abs=1e-6), key
     # and both agree with the module's plain right-padded teacher-forced metrics
-    from lit_unlearn import GradAscent
     from lightning.pytorch import Trainer
 
+    from lit_unlearn import GradAscent
+
     module = GradAscent(model=tiny_subject)
-    Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(module, tiny_data, verbose=False)
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, tiny_data, verbose=False)
     tf = module.trainer.callback_metrics
     assert shared["forget/fact_acc"] == pytest.approx(float(tf["forget/fact_acc"]))
     assert shared["retain/prob"] == pytest.approx(float(tf["retain/prob"]), rel=1e-4)
@@ -210,12 +217,13 @@ def test_shared_prompt_scoring_equals_full_passes(tiny_subject, tiny_gold, tiny_
 def test_cli_test_on_a_lightning_checkpoint(tmp_path, tiny_subject, tiny_gold):
     fitted = cli_main(["fit", "--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY,
                        "--trainer.max_steps=3", "--model.init_args.optimizer.init_args.lr=1e-3",
-                       "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                       "--trainer.enable_progress_bar=false",
+                       f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
                        f"--trainer.default_root_dir={tmp_path}"])
     ckpt = fitted.trainer.checkpoint_callback.best_model_path or fitted.trainer.checkpoint_callback.last_model_path
     assert ckpt and Path(ckpt).exists()
-    tested = run_test("--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY, "--config", TOFU_SUITE,
-                      f"--ckpt_path={ckpt}", save_dir=tmp_path / "test")
+    tested = run_test("--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY,
+                      "--config", TOFU_SUITE, f"--ckpt_path={ckpt}", save_dir=tmp_path / "test")
     m = tested.model.summary["test"]
     assert m["forget/nll"] == pytest.approx(fitted.model.summary["end"]["forget/nll"], rel=1e-4)
     assert m["forget_quality"] > 0 and "start" in tested.model.summary  # the start column came with the checkpoint

@@ -1,0 +1,7 @@
+"""Evaluation suites: the base class and one module per benchmark (TOFU, MUSE)."""
+
+from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult
+from lit_unlearn.evaluation.suites.muse import MUSESuite
+from lit_unlearn.evaluation.suites.tofu import TOFUSuite
+
+__all__ = ["EvalSuite", "MUSESuite", "SuiteResult", "TOFUSuite"]

@@ -2,21 +2,45 @@
 
 from lit_unlearn import zoo as _zoo  # noqa: F401  (registers the builtin: model names)
 from lit_unlearn.callbacks import (
-    DataAttributionWeights, DivergenceGuard, DualVariable, GradientProjection, RelearningProbe, StabilityGap, SuiteEvaluation, TradeOffCurves,
+    DataAttributionWeights,
+    DivergenceGuard,
+    DualVariable,
+    GradientProjection,
+    RelearningProbe,
+    RunSummary,
+    SavePretrained,
+    StabilityGap,
+    SuiteEvaluation,
+    TradeOffCurves,
 )
 from lit_unlearn.datamodules import FictitiousPeople, ForgetRetainDataModule
 from lit_unlearn.evaluation import MUSESuite, TOFUSuite
 from lit_unlearn.methods import (
-    KFADE, NPO, REGLU, RMU, SRMU, UNDIAL, ConstrainedEntropic, FineTune, GradAscent, GradDiff, IdkDPO, IdkNLL,
-    Objectives, SelectiveAmnesia, SimNPO, UnlearningModule,
+    KFADE,
+    NPO,
+    REGLU,
+    RMU,
+    SRMU,
+    UNDIAL,
+    ConstrainedEntropic,
+    FineTune,
+    GradAscent,
+    GradDiff,
+    IdkDPO,
+    IdkNLL,
+    Objectives,
+    SelectiveAmnesia,
+    SimNPO,
+    UnlearningModule,
 )
 from lit_unlearn.models import load_causal_lm, load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConstrainedEntropic", "DataAttributionWeights", "DivergenceGuard", "DualVariable", "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent",
-    "GradDiff", "GradientProjection", "IdkDPO", "IdkNLL", "KFADE", "MUSESuite", "NPO", "Objectives", "REGLU", "RMU", "RelearningProbe",
-    "SRMU", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL",
+    "KFADE", "NPO", "REGLU", "RMU", "SRMU", "UNDIAL", "ConstrainedEntropic", "DataAttributionWeights",
+    "DivergenceGuard", "DualVariable", "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent",
+    "GradDiff", "GradientProjection", "IdkDPO", "IdkNLL", "MUSESuite", "Objectives", "RelearningProbe", "RunSummary",
+    "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves",
     "UnlearningModule", "load_causal_lm", "load_tokenizer",
 ]

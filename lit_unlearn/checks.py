@@ -44,3 +44,24 @@ def flag(owner: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{owner}: `{name}` must be true or false, got {value!r}")
     return value
+
+
+def incompatible(callback: str, module: Any, reason: str) -> ValueError:
+    """The error a callback raises before the first step when it cannot work with a method."""
+    return ValueError(f"{callback} cannot be used with {type(module).__name__}: {reason}")
+
+
+def only_one(callback: Any, trainer: Any, module: Any, writes: str) -> None:
+    """Refuse a second callback of ``callback``'s type on the Trainer (both would write ``writes``)."""
+    name = type(callback).__name__
+    if any(type(cb) is type(callback) and cb is not callback for cb in trainer.callbacks):
+        raise incompatible(name, module, f"the Trainer has more than one {name} callback and each would write "
+                                         f"{writes}; keep one")
+
+
+def needs_retain_term(callback: str, module: Any, because: str) -> None:
+    """Refuse a method whose objectives have no retain term (``module.has_retain_term()``)."""
+    has_retain = getattr(module, "has_retain_term", None)
+    if has_retain is None or not has_retain():
+        raise incompatible(callback, module, f"{because}, and the method has no retain term (use a method with a "
+                                             "retain loss, and pass `retain` to the datamodule)")

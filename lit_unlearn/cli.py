@@ -16,11 +16,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 import lit_unlearn  # noqa: F401  (imports every method and datamodule so short class names resolve)
+from lit_unlearn import registry
+from lit_unlearn.callbacks import RunSummary, SavePretrained
 from lit_unlearn.datamodules import ForgetRetainDataModule
 from lit_unlearn.methods import UnlearningModule
 
 TRAINER_DEFAULTS = {
-    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "default_hp_metric": False}},
+    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+               "init_args": {"save_dir": "runs", "default_hp_metric": False}},
     "num_sanity_val_steps": 0,  # the module evaluates the starting model itself
 }
 
@@ -28,12 +31,28 @@ TRAINER_DEFAULTS = {
 class UnlearnCLI(LightningCLI):
     """LightningCLI in subclass mode: ``--model NPO``, ``--data FictitiousPeople``.
 
-    On top of Lightning's: checkpoints load with ``weights_only=True`` unless asked
-    otherwise; the default checkpoint callback also keeps ``last.ckpt``; and
-    ``--ckpt_path last`` continues the newest run of the same logger name (its version
-    directory, checkpoints and TensorBoard curves, with the events logged after the
-    checkpoint's step dropped).
+    On top of Lightning's: every run gets a :class:`RunSummary` (``--summary.*``) and a
+    :class:`SavePretrained` (``--save_pretrained.*``); a relative logger ``save_dir`` is taken
+    relative to ``--trainer.default_root_dir``, so that one flag moves logs, checkpoints and the
+    saved model; checkpoints load with ``weights_only=True`` unless asked otherwise; the
+    default checkpoint callback also keeps ``last.ckpt``; and ``--ckpt_path last`` continues
+    the newest run of the same logger name (its version directory, checkpoints and
+    TensorBoard curves, with the events logged after the checkpoint's step dropped).
     """
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(RunSummary, "summary")
+        parser.add_lightning_class_args(SavePretrained, "save_pretrained")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.default_root_dir
+        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+        for logger in loggers:
+            args = getattr(logger, "init_args", None)
+            save_dir = getattr(args, "save_dir", None)
+            if root and isinstance(save_dir, str) and not Path(save_dir).is_absolute() and "://" not in save_dir:
+                args.save_dir = str(Path(root) / save_dir)
 
     def instantiate_classes(self) -> None:
         try:
@@ -120,7 +139,15 @@ INPUT_ERRORS = (ValueError, OSError, ImportError, argparse.ArgumentError)
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``lit-unlearn``): argument and input errors end the command with
-    ``lit-unlearn: error: ...`` on the first line of stderr and exit status 2."""
+    ``lit-unlearn: error: ...`` on the first line of stderr and exit status 2. ``lit-unlearn
+    methods`` and ``lit-unlearn callbacks`` list what the registry holds."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["methods"]:
+        print(registry.methods_table())
+        return
+    if argv[:1] == ["callbacks"]:
+        print(registry.callbacks_table())
+        return
     try:
         cli_main(args)
     except KeyboardInterrupt:
@@ -144,8 +171,10 @@ def _parse_error_message(text: str) -> str:
     """jsonargparse's multi-line union report, cut to the key and the reasons that matter."""
     lines = [line.strip().lstrip("- ").strip() for line in text.splitlines()] or ["invalid arguments"]
     head, details = lines[0].rstrip(":"), [x for x in lines[1:] if x and not x.startswith(_PARSER_NOISE)]
-    details = [f"unknown class {x.split(': ', 1)[1]!r} (a method or datamodule name such as NPO, or an import path)"
-               if x.startswith("Expected a dot import path string") else x for x in details]
+    known = ", ".join(registry.methods())
+    details = [f"unknown class {x.split(': ', 1)[1]!r} (a method name ({known}), a datamodule name such as "
+               "FictitiousPeople, or an import path)" if x.startswith("Expected a dot import path string") else x
+               for x in details]
     return f"{head}: {' '.join(details)}" if details else head
 
 

@@ -16,13 +16,32 @@ from pathlib import Path
 import torch
 
 _RESOLVERS: dict[str, Callable[[str], str]] = {}
+_CHECKS: dict[str, Callable[[str], object]] = {}
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
 
-def register_model_resolver(prefix: str, resolver: Callable[[str], str]) -> None:
-    """Make names starting with ``prefix`` resolve through ``resolver(name) -> local dir``."""
+def register_model_resolver(prefix: str, resolver: Callable[[str], str],
+                            check: Callable[[str], object] | None = None) -> None:
+    """Make names starting with ``prefix`` resolve through ``resolver(name) -> local dir``
+    (which may build the model); ``check(name)`` validates a name without building it."""
     _RESOLVERS[prefix] = resolver
+    if check is not None:
+        _CHECKS[prefix] = check
+
+
+def check_model_name(name: str, require_config: bool = True) -> str:
+    """Validate a model name as :func:`resolve_model_path` would, without building or
+    downloading anything (for constructors: errors early, work later). Returns ``name``."""
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        raise ValueError(f"model must be a local directory or a Hugging Face hub id, got {name!r}")
+    name = str(name)
+    for prefix in _RESOLVERS:
+        if name.startswith(prefix):
+            if prefix in _CHECKS:
+                _CHECKS[prefix](name)
+            return name
+    return resolve_model_path(name, require_config)
 
 
 def resolve_model_path(name: str, require_config: bool = True) -> str:
@@ -44,7 +63,8 @@ def resolve_model_path(name: str, require_config: bool = True) -> str:
             raise FileNotFoundError(f"Model path '{name}' does not exist. Point `model` at a directory written by "
                                     "`save_pretrained` (with config.json), or at a hub id such as 'org/name'.")
         if not path.is_dir():
-            raise NotADirectoryError(f"Model path '{name}' is a file; expected a directory written by `save_pretrained`.")
+            raise NotADirectoryError(f"Model path '{name}' is a file; expected a directory written by "
+                                     "`save_pretrained`.")
         if require_config and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"Model directory '{name}' has no config.json; expected a directory written by "
                                     "`save_pretrained` (or a LoRA adapter with adapter_config.json).")
@@ -254,7 +274,7 @@ def decoder_layers(model) -> "torch.nn.ModuleList":
     n = None
     for attr in ("num_hidden_layers", "n_layer", "num_layers"):
         n = n or getattr(config, attr, None)
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) > 0 and (n is None or len(module) == n):
             return module
     raise ValueError(f"Could not find the decoder layers of {type(model).__name__} (no nn.ModuleList of "
@@ -310,3 +330,22 @@ def hidden_at(model, layer: int, stop: bool = True, call=None, **inputs):
     finally:
         handle.remove()
     return captured["h"]
+
+
+def save_causal_lm(model, directory: str | os.PathLike, state_dict: dict | None = None,
+                   quantization: str | None = None) -> None:
+    """``model.save_pretrained`` (safetensors) into ``directory``; a peft adapter records its base
+    model by absolute path and the quantization it was trained on, so :func:`load_causal_lm`
+    loads base and adapter as trained. ``state_dict`` replaces the model's (gathered FSDP weights)."""
+    directory = Path(directory)
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    with quiet_transformers():
+        model.save_pretrained(directory, safe_serialization=True, **extra)
+    config_file = directory / "adapter_config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        base = config.get("base_model_name_or_path")
+        if base and Path(base).is_dir():
+            config["base_model_name_or_path"] = str(Path(base).resolve())
+            config_file.write_text(json.dumps(config, indent=2))
+        (directory / ADAPTER_INFO).write_text(json.dumps({"quantization": quantization}))

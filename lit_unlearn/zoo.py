@@ -113,7 +113,7 @@ def build(preset: str, model: str, path: Path) -> None:
             optimizer=functools.partial(torch.optim.AdamW, lr=spec.lr, weight_decay=0.0),
             scheduler=functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=spec.lr, total_steps=steps,
                                         pct_start=0.1),
-            evaluate_at_start=False, save_model=False)
+            evaluate_at_start=False)
         data = ForgetRetainDataModule(forget=records, tokenizer=tok_path, eval_sets={}, batch_size=spec.batch_size,
                                       max_length=64, seed=spec.seed)
         # tqdm, not rich: a build may start while another Trainer's rich display is live
@@ -135,10 +135,10 @@ def build(preset: str, model: str, path: Path) -> None:
                     "zoo_version": ZOO_VERSION, "examples": len(records), "train_seconds": round(trained, 1)}
             (tmp / "eval.json").write_text(json.dumps(metrics, indent=2))
             (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
-    acc = metrics["forget10"]
+    acc = {s: metrics["forget10"].get(f"{s}/fact_acc", float("nan")) for s in ("forget", "retain", "holdout")}
     print(f"lit-unlearn: built builtin:{preset}/{model} in {time.perf_counter() - started:.0f} s; fact accuracy "
-          f"forget10 {acc.get('forget/fact_acc', float('nan')):.3f}, retain {acc.get('retain/fact_acc', float('nan')):.3f}, "
-          f"holdout {acc.get('holdout/fact_acc', float('nan')):.3f} (chance {bench.chance_level():.3f})", flush=True)
+          f"forget10 {acc['forget']:.3f}, retain {acc['retain']:.3f}, holdout {acc['holdout']:.3f} "
+          f"(chance {bench.chance_level():.3f})", flush=True)
 
 
-register_model_resolver(PREFIX, resolve)
+register_model_resolver(PREFIX, resolve, check=parse_name)

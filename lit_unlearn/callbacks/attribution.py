@@ -71,12 +71,19 @@ class DataAttributionWeights(Callback):
             mlp = layer_mlp(decoder_layers(module.model)[-1])
             ids = {id(p) for p in mlp.parameters()}
             chosen = [(n, p) for n, p in named if id(p) in ids]
+        if getattr(module, "quantization", None):  # quantized base weights take no gradient: use the adapters there
+            chosen = [(n, p) for n, p in chosen if p.requires_grad]
+            if not chosen:
+                raise checks.incompatible("DataAttributionWeights", module, "with `quantization` gradients are taken "
+                                          "on the LoRA adapters, and none sits in the chosen parameters; pass `params` "
+                                          "matching adapter names (e.g. ['lora_'])")
         if not chosen:
             raise ValueError(f"DataAttributionWeights: `params` {self.params} match no parameter of the model")
         return chosen
 
     def _grad(self, module: LightningModule, params, batch: dict[str, Tensor]) -> Tensor:
-        logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        logits = module.model(**inputs).logits
         grads = torch.autograd.grad(nll(logits, batch["labels"]).mean(), [p for _, p in params], allow_unused=True)
         parts = []
         for i, (g, (_, p)) in enumerate(zip(grads, params)):
@@ -116,6 +123,17 @@ class DataAttributionWeights(Callback):
         self.weights = guard_weights(alignment, self.temperature)
         module.sample_weights = self.weights
         return self.weights
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        checks.only_one(self, trainer, pl_module, "`sample_weights`")
+        if not getattr(pl_module, "uses_sample_weights", False):
+            raise checks.incompatible("DataAttributionWeights", pl_module, "the method's loss does not use per-example "
+                                      "`sample_weights`")
+        if getattr(trainer.datamodule, "retain_set", None) is None:
+            raise checks.incompatible("DataAttributionWeights", pl_module, "it needs the mean retain gradient and the "
+                                      "datamodule has no retain set; pass `retain`")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.weights is None:

@@ -44,8 +44,10 @@ class DivergenceGuard(Callback):
         floors = dict(floors or {})
         for name, value in floors.items():
             if not isinstance(name, str) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"DivergenceGuard: `floors` maps metric names to finite numbers, got {name!r}: {value!r}")
-        self.floors, self.action, self.check_gradients = {k: float(v) for k, v in floors.items()}, action, check_gradients
+                raise ValueError(f"DivergenceGuard: `floors` maps metric names to finite numbers, got "
+                                 f"{name!r}: {value!r}")
+        self.floors = {k: float(v) for k, v in floors.items()}
+        self.action, self.check_gradients = action, check_gradients
         self.good_step = 0  # the last optimizer step whose weights passed every check
         self.tripped: dict[str, Any] | None = None  # {"step", "reason", "restored"} once stopped
         self._snapshot: dict[str, Tensor] | None = None
@@ -111,7 +113,8 @@ class DivergenceGuard(Callback):
 
     # ---------------------------------------------------------------- restoring
     def _take_snapshot(self, pl_module: LightningModule) -> None:
-        self._snapshot = {n: p.detach().to("cpu", copy=True) for n, p in pl_module.named_parameters() if p.requires_grad}
+        self._snapshot = {n: p.detach().to("cpu", copy=True) for n, p in pl_module.named_parameters()
+                          if p.requires_grad}
 
     def _restore_snapshot(self, pl_module: LightningModule) -> bool:
         if self._snapshot is None:
@@ -126,7 +129,7 @@ class DivergenceGuard(Callback):
         """The newest checkpoint file of any ModelCheckpoint with global_step <= good_step."""
         best, best_step = None, -1
         for callback in trainer.checkpoint_callbacks:
-            if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None or not Path(callback.dirpath).is_dir():
+            if not isinstance(callback, ModelCheckpoint) or not callback.dirpath or not Path(callback.dirpath).is_dir():
                 continue
             for path in Path(callback.dirpath).glob(f"*{callback.FILE_EXTENSION}"):
                 try:

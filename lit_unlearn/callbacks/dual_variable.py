@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lit_unlearn import checks
+
 
 class DualVariable(Callback):
     """Treats ``retain <= epsilon`` as a constraint with multiplier λ = the module's ``retain_weight``.
@@ -52,21 +54,33 @@ class DualVariable(Callback):
         self._sum, self._count, self._seen_step = 0.0, 0, 0
 
     # ---------------------------------------------------------------- hooks
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        checks.only_one(self, trainer, pl_module, "`retain_weight`")
+        checks.needs_retain_term("DualVariable", pl_module, "it constrains the retain term")
+        if getattr(pl_module, "adapts_retain_weight", False):
+            raise checks.incompatible("DualVariable", pl_module, "the method sets `retain_weight` itself every step")
+        if self.tolerance is not None and getattr(trainer.datamodule, "retain_set", None) is None:
+            raise checks.incompatible("DualVariable(tolerance=...)", pl_module, "it measures the starting retain "
+                                      "loss on the datamodule's retain set, and there is none; pass `retain` or give "
+                                      "`epsilon`")
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.lam is None:
             self.lam = float(self.init if self.init is not None else pl_module.retain_weight)
         pl_module.retain_weight = self.lam
-        if self.epsilon is None:
+        if self.tolerance is not None and self.start_retain_loss is None:
             self.start_retain_loss = self._measure(trainer, pl_module)
             self.epsilon = (1 + self.tolerance) * self.start_retain_loss
         self._seen_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        obj = getattr(pl_module, "last_objectives", None)
+        obj = pl_module.last_objectives
         if obj is None or obj.retain is None:
-            raise ValueError(f"DualVariable needs a retain term; {type(pl_module).__name__} returned none "
-                             "(pass `retain` to the datamodule, or use a method with a retain loss)")
+            raise RuntimeError(f"DualVariable: {type(pl_module).__name__} returned no retain loss at step "
+                               f"{trainer.global_step} (every batch needs retain rows)")
         self._sum = self._sum + obj.retain.detach().double().mean()  # a tensor: no host sync per micro-batch
         self._count += 1
         stepped = trainer.global_step != self._seen_step
@@ -96,19 +110,15 @@ class DualVariable(Callback):
     @torch.no_grad()
     def _measure(self, trainer: Trainer, pl_module: LightningModule) -> float:
         dm = trainer.datamodule
-        data = getattr(dm, "retain_set", None)
-        if data is None:
-            raise ValueError("DualVariable(tolerance=...) measures the starting retain loss on the datamodule's "
-                             "retain set, and there is none; pass `retain` to the datamodule or give `epsilon`")
+        data = dm.retain_set
         subset = torch.utils.data.Subset(data, range(min(len(data), self.measure_examples)))
-        kind = getattr(pl_module, "retain_loss", "nll")
         total, n = 0.0, 0
         was_training = pl_module.model.training
         pl_module.model.eval()
         with pl_module.eval_context():
             for batch in dm.eval_dataloader(subset, shard=False):
                 batch = {k: v.to(pl_module.device) for k, v in batch.items()}
-                values = pl_module.retain_term(batch, kind)
+                values = pl_module.retain_objective(batch)  # the method's own retain loss (RMU: activations)
                 total, n = total + float(values.double().sum()), n + len(values)
         pl_module.model.train(was_training)
         return total / n

@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from lit_unlearn import checks
+
 
 def orthonormal_basis(vectors: list[Tensor], weight: Tensor | None = None, rtol: float = 1e-6) -> list[Tensor]:
     """Orthonormalise ``vectors`` (Gram-Schmidt, twice) under ``⟨a, b⟩ = Σ a b w``.
@@ -81,6 +83,15 @@ class GradientProjection(Callback):
         self._logs: dict[str, float] = {}
         self.last: dict[str, Any] = {}
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        checks.only_one(self, trainer, pl_module, "the parameters' gradients")
+        checks.needs_retain_term("GradientProjection", pl_module, "it projects the forget gradient against the "
+                                 "retain gradients")
+        if not pl_module.automatic_optimization:
+            raise checks.incompatible("GradientProjection", pl_module, "the method uses manual optimization")
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         optimizer = trainer.optimizers[0]
         self._params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
@@ -89,7 +100,8 @@ class GradientProjection(Callback):
             for group in optimizer.param_groups:
                 beta1 = group.get("betas", (None,))[0]
                 if beta1 != 0 or group.get("weight_decay", 0) != 0:
-                    raise ValueError("GradientProjection(metric='adam') needs an Adam-type optimizer with betas[0] = 0 "
+                    raise checks.incompatible("GradientProjection(metric='adam')", pl_module, "it needs an Adam-type "
+                                              "optimizer with betas[0] = 0 "
                                      f"and weight_decay = 0; got betas={group.get('betas')}, "
                                      f"weight_decay={group.get('weight_decay')}")
 
@@ -98,10 +110,10 @@ class GradientProjection(Callback):
                           for g, p in zip(grads, self._params)])
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Tensor) -> None:
-        obj = getattr(pl_module, "last_objectives", None)
+        obj = pl_module.last_objectives
         if obj is None or obj.retain is None:
-            raise ValueError(f"GradientProjection needs a retain term; {type(pl_module).__name__} returned none "
-                             "(pass `retain` to the datamodule, or use a method with a retain loss)")
+            raise RuntimeError(f"GradientProjection: {type(pl_module).__name__} returned no retain loss at step "
+                               f"{trainer.global_step} (every batch needs retain rows)")
         scale = 1.0 / trainer.accumulate_grad_batches
         chunks = torch.tensor_split(obj.retain, min(self.k, len(obj.retain)))
         n = len(obj.retain)

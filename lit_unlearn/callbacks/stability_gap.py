@@ -12,6 +12,7 @@ from lit_unlearn import checks
 from lit_unlearn.datamodules.encoding import collate
 from lit_unlearn.evaluation.stability import stability_metrics
 from lit_unlearn.evaluation.teacher_forced import teacher_forced_stats
+from lit_unlearn.tensorboard import log_metrics
 
 
 class StabilityGap(Callback):
@@ -20,7 +21,9 @@ class StabilityGap(Callback):
     On fixed seeded subsets of the datamodule's evaluation sets, teacher-forced accuracy
     (``fact_acc`` where records mark a fact span, else ``token_acc``; no generation, one
     forward pass over all subsets, so it stays cheap) is measured before the first step and
-    after every ``every_n_steps`` optimizer steps. Every rank evaluates the same subsets. Logged at step = optimizer steps taken: ``stability/<set>_acc`` and,
+    after every ``every_n_steps`` optimizer steps. Every rank evaluates the same subsets. Logged at
+    step = optimizer steps taken: ``stability/<set>/acc`` (on TensorBoard the tag ``stability/acc``
+    in each set's run) and,
     from the retain curve, ``stability/min_acc``, ``stability/gap`` (A_0 - min-ACC),
     ``stability/wf`` (windowed forgetting over ``window`` steps) and ``stability/wc_acc``
     (½ (1 - forget acc) + ½ min-ACC). The history is kept in ``state_dict()``, so a resumed
@@ -42,7 +45,8 @@ class StabilityGap(Callback):
         for name, value in (("every_n_steps", every_n_steps), ("subset_size", subset_size), ("window", window)):
             checks.positive_int("StabilityGap", name, value)
         if "retain" not in sets:
-            raise ValueError(f"StabilityGap: `sets` must include 'retain' (the curve the gap is measured on), got {sets!r}")
+            raise ValueError(f"StabilityGap: `sets` must include 'retain' (the curve the gap is measured on), "
+                             f"got {sets!r}")
         self.every_n_steps, self.subset_size, self.sets, self.window, self.seed = (
             every_n_steps, subset_size, tuple(sets), window, seed)
         self.history: list[dict[str, float]] = []
@@ -117,10 +121,10 @@ class StabilityGap(Callback):
         self.history.append(point)
         stats = stability_metrics([h["step"] for h in self.history], [h["retain_acc"] for h in self.history],
                                   point.get("forget_acc"), self.window)
-        logged = {f"stability/{k}": v for k, v in {**point, **stats}.items() if k != "step"}
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(logged, step=trainer.global_step)
+        logged = {f"stability/{name}/acc": v for name, v in acc.items()}
+        logged.update({f"stability/{k}": v for k, v in stats.items()})
+        if trainer.is_global_zero:  # a set's accuracy goes to its own TensorBoard run
+            log_metrics(trainer.loggers, logged, trainer.global_step, sets=self._names)
         self.last = logged
 
     def state_dict(self) -> dict[str, Any]:

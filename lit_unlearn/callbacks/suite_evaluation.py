@@ -7,16 +7,19 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_unlearn.evaluation.suite import EvalSuite
+from lit_unlearn import checks
+from lit_unlearn.evaluation import EvalSuite
+from lit_unlearn.tensorboard import log_metrics
 
 
 class SuiteEvaluation(Callback):
     """Runs a suite (its own, or the module's ``suite``) on the validation sets during fit.
 
-    Results are logged as ``eval/<metric>`` at step = optimizer steps taken (0 = the
+    Results are logged as ``suite/<metric>`` (``suite/forget_quality``, ``suite/forget/rougeL_recall``;
+    on TensorBoard a set's metrics go to that set's run) at step = optimizer steps taken (0 = the
     starting model) and put in ``callback_metrics``, so that
-    ``ModelCheckpoint(monitor="eval/forget_quality", mode="max", every_n_train_steps=n)``
-    keeps the best model by forget quality (or by ``eval/score``, the harmonic mean of
+    ``ModelCheckpoint(monitor="suite/forget_quality", mode="max", every_n_train_steps=n)``
+    keeps the best model by forget quality (or by ``suite/score``, the harmonic mean of
     forget quality and model utility).
 
     Args:
@@ -33,9 +36,17 @@ class SuiteEvaluation(Callback):
             raise ValueError(f"SuiteEvaluation: `every_n_steps` must be an integer >= 0, got {every_n_steps!r}")
         if stage not in ("val", "test"):
             raise ValueError(f"SuiteEvaluation: `stage` must be 'val' or 'test', got {stage!r}")
-        self.every_n_steps, self.suite, self.at_start, self.at_end, self.stage = every_n_steps, suite, at_start, at_end, stage
+        self.every_n_steps, self.suite, self.stage = every_n_steps, suite, stage
+        self.at_start, self.at_end = at_start, at_end
         self.last_step = -1
         self.history: list[dict[str, float]] = []
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit" and self.suite is None and getattr(pl_module, "suite", None) is None:
+            raise checks.incompatible("SuiteEvaluation", pl_module, "no evaluation suite; pass `suite` to the callback "
+                                      "or to the method (e.g. --config configs/eval/tofu_suite.yaml)")
+        if stage == "fit" and not hasattr(pl_module, "run_suite"):
+            raise checks.incompatible("SuiteEvaluation", pl_module, "it runs the suite through an UnlearningModule")
 
     def _run(self, trainer: Trainer, module: LightningModule, in_hook_that_logs: bool) -> None:
         suite = self.suite or getattr(module, "suite", None)
@@ -43,14 +54,13 @@ class SuiteEvaluation(Callback):
             raise ValueError("SuiteEvaluation: no suite; pass `suite` to the callback or to the module")
         step = trainer.global_step
         metrics = module.run_suite(self.stage, suite).metrics
-        logged = {f"eval/{k}": v for k, v in metrics.items()}
+        logged = {f"suite/{k}": v for k, v in metrics.items()}
         if in_hook_that_logs:
             module.log_dict({k: torch.tensor(v) for k, v in logged.items()}, logger=False)
         else:
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(logged, step=step)
+        if trainer.is_global_zero:  # a set's metrics go to its own TensorBoard run
+            log_metrics(trainer.loggers, logged, step, sets=suite.required_sets())
         self.last_step = step
         self.history.append({"step": step, **metrics})
 

@@ -10,33 +10,23 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lit_unlearn.tensorboard import close_set_writers, custom_layout, tensorboard_loggers, write_hparams
 from lit_unlearn.utils import atomic_file, atomic_write_text
-
-LAYOUT = {
-    "lit-unlearn: forget vs retain": {
-        "fact accuracy": ["Multiline", [r"^(forget|retain|neighbor|holdout|paraphrase)/fact_acc$"]],
-        "answer NLL": ["Multiline", [r"^(forget|retain|neighbor|holdout|paraphrase)/nll$"]],
-        "answer probability": ["Multiline", [r"^(forget|retain|neighbor|holdout|paraphrase)/prob$"]],
-        "training losses": ["Multiline", [r"^train/(forget|retain)_loss$"]],
-        "stability (continual evaluation)": ["Multiline", [r"^stability/(forget|retain|neighbor)_acc$",
-                                                           r"^stability/min_acc$"]],
-        "suite": ["Multiline", [r"^eval/(forget_quality|model_utility|score)$"]],
-        "relearning probe": ["Multiline", [r"^relearn/"]],
-    }
-}
 
 
 class TradeOffCurves(Callback):
     """Shows how forgetting trades against utility over a run; works with any method.
 
-    - A TensorBoard custom-scalars layout (set once per writer) overlays the forget, retain,
-      neighbor and holdout curves of each metric, the training losses, and the stability,
-      suite and relearning curves where those callbacks run.
+    - A TensorBoard custom-scalars layout (CUSTOM SCALARS tab), written before the first step
+      with only the charts that will have data: one chart per evaluation metric with a line
+      per evaluation set (each set is its own run, see :mod:`lit_unlearn.tensorboard`), and the
+      stability, suite, relearning, dual-variable and projection charts where those callbacks run.
     - At the end of fit: a figure of retain vs forget metric over the evaluations (the path
       from the starting model to the unlearned one, with the gold retain model when the
       module has ``compare_with``) and of both metrics over steps, logged with
       ``add_figure`` and saved as ``<log_dir>/tradeoff.png``; every evaluation as
-      ``<log_dir>/tradeoff.csv``; hyperparameters with the final metrics as ``hp/...``.
+      ``<log_dir>/tradeoff.csv``; the hyper-parameters with the final metrics in the HPARAMS
+      tab (each final metric is the last point of its curve: no extra scalar cards).
 
     Args:
         forget_metric: the x axis (an evaluation key such as ``forget/fact_acc``).
@@ -49,22 +39,32 @@ class TradeOffCurves(Callback):
         self.figure_path: Path | None = None
         self.csv_path: Path | None = None
 
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        for writer in self._tensorboard_writers(trainer):
-            if id(writer) not in self._writers:
-                writer.add_custom_scalars(LAYOUT)
-                self._writers.add(id(writer))
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        for logger in tensorboard_loggers(trainer.loggers) if trainer.is_global_zero else []:
+            if id(logger.experiment) not in self._writers:
+                sets, metrics = self._eval_layout(trainer, pl_module)
+                logger.experiment.add_custom_scalars(custom_layout(sets, metrics, self._groups(trainer)))
+                self._writers.add(id(logger.experiment))
 
     @staticmethod
-    def _tensorboard_writers(trainer: Trainer) -> list:
-        if not trainer.is_global_zero:
-            return []
-        writers = []
-        for logger in trainer.loggers:
-            writer = getattr(logger, "experiment", None)
-            if writer is not None and hasattr(writer, "add_custom_scalars"):
-                writers.append(writer)
-        return writers
+    def _eval_layout(trainer: Trainer, pl_module: LightningModule) -> tuple[list[str], list[str]]:
+        """Evaluation sets and teacher-forced metrics the run logs (from the start evaluation when
+        there was one, else from the datamodule: fact accuracy only where records mark a fact span)."""
+        history = getattr(pl_module, "eval_history", [])
+        if history:
+            keys = [k for k in history[0] if k != "step"]
+            return sorted({k.split("/")[0] for k in keys}), sorted({k.split("/", 1)[1] for k in keys})
+        encoded = getattr(trainer.datamodule, "eval_encoded", {}) or {}
+        metrics = ["nll", "prob", "token_acc"]
+        if any(data[i][2] is not None for data in encoded.values() for i in range(min(len(data), 64))):
+            metrics.append("fact_acc")
+        return sorted(encoded), metrics
+
+    @staticmethod
+    def _groups(trainer: Trainer) -> list[str]:
+        names = {"StabilityGap": "stability", "SuiteEvaluation": "suite", "RelearningProbe": "relearn",
+                 "DualVariable": "dual", "GradientProjection": "gp"}
+        return [names[type(cb).__name__] for cb in trainer.callbacks if type(cb).__name__ in names]
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # every rank asks: a collective under DDP
@@ -83,17 +83,23 @@ class TradeOffCurves(Callback):
             figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             with atomic_file(self.figure_path) as tmp:
                 tmp.write_bytes(buf.getvalue())
-            for writer in self._tensorboard_writers(trainer):
-                writer.add_figure("lit-unlearn/tradeoff", figure, global_step=trainer.global_step)
+            for logger in tensorboard_loggers(trainer.loggers):
+                logger.experiment.add_figure("lit-unlearn/tradeoff", figure, global_step=trainer.global_step)
             import matplotlib.pyplot as plt
 
             plt.close(figure)
-        final = history[-1]
-        metrics = {f"hp/{k.replace('/', '_')}": v for k, v in final.items() if k != "step" and _finite(v)}
-        for key, value in summary.get("gold", {}).items():
-            if key in final and _finite(value):
-                metrics[f"hp/gap_to_gold_{key.replace('/', '_')}"] = final[key] - value
+        final = [k for k in history[-1] if k != "step" and _finite(history[-1][k])]
+        extra = {"stability": ["stability/gap", "stability/wc_acc"], "relearn": ["relearn/recovery"],
+                 "suite": ["suite/forget_quality", "suite/model_utility", "suite/score"], "dual": ["dual/lambda"]}
+        final += [key for group in self._groups(trainer) for key in extra.get(group, [])]
+        sets = {k.split("/")[0] for k in history[-1] if k != "step"}
+        tensorboard = tensorboard_loggers(trainer.loggers)
         for logger in trainer.loggers:
+            if logger in tensorboard:
+                write_hparams(logger, pl_module.hparams, final, sets)
+                close_set_writers(logger)
+                continue
+            metrics = {f"hp/{k}": history[-1][k] for k in final if k in history[-1]}
             try:
                 logger.log_hyperparams(dict(pl_module.hparams), metrics=metrics)
             except TypeError:  # loggers without a metrics argument

@@ -12,5 +12,6 @@ from lit_unlearn.methods.rmu import RMU, SRMU
 from lit_unlearn.methods.selective_amnesia import SelectiveAmnesia
 from lit_unlearn.methods.undial import UNDIAL
 
-__all__ = ["ConstrainedEntropic", "FineTune", "GradAscent", "GradDiff", "IdkDPO", "IdkNLL", "KFADE", "NPO", "Objectives",
-           "REGLU", "RMU", "SRMU", "SelectiveAmnesia", "SimNPO", "UNDIAL", "UnlearningModule"]
+# The order of the README's methods table: baselines, preference, representation, the rest.
+__all__ = ["GradAscent", "GradDiff", "NPO", "SimNPO", "IdkNLL", "IdkDPO", "RMU", "SRMU", "UNDIAL", "SelectiveAmnesia",
+           "KFADE", "REGLU", "ConstrainedEntropic", "FineTune", "Objectives", "UnlearningModule"]

@@ -23,14 +23,17 @@ class ConstrainedEntropic(UnlearningModule):
         **kwargs: see :class:`UnlearningModule`.
     """
 
+    forget_doc = "(max_v z_v - mean_v z_v)² per answer token (logit-margin flattening)"
+    retain_doc = "NLL or KL, weight λ from `DualVariable`"
+
     requires_retain = True
 
     def __init__(self, *args: Any, retain_loss: str = "nll", retain_weight: float = 50.0, **kwargs: Any) -> None:
         super().__init__(*args, retain_weight=retain_weight, **kwargs)
-        self.retain_loss = self._check_retain_loss(retain_loss)
+        self._check_retain_loss(retain_loss)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]
         margin = logit_margin(self(forget), forget["labels"])
-        return Objectives(forget=margin, retain=self.retain_term(batch["retain"], self.retain_loss),
+        return Objectives(forget=margin, retain=self.retain_objective(batch["retain"]),
                           logs={"logit_margin": margin.mean().detach()})

@@ -15,6 +15,15 @@ class FineTune(UnlearningModule):
     """
 
     default_lr = 1e-4
+    forget_doc = "NLL (learning, not unlearning: builds models, relearning)"
+    retain_doc = "NLL (when the datamodule has a retain set)"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retain_kind = "nll"
+
+    def has_retain_term(self) -> bool:
+        return getattr(self._datamodule(), "retain_set", None) is not None
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]

@@ -14,6 +14,9 @@ class GradAscent(UnlearningModule):
     Default lr 1e-5 (TOFU). Diverges if run long: watch the retain metrics.
     """
 
+    forget_doc = "-NLL/|y|"
+    retain_doc = "none"
+
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]
         return Objectives(forget=gradient_ascent(self(forget), forget["labels"]))
@@ -27,13 +30,16 @@ class GradDiff(UnlearningModule):
         **kwargs: see :class:`UnlearningModule` (γ = α = 1 by default, lr 1e-5).
     """
 
+    forget_doc = "-NLL/|y|"
+    retain_doc = "NLL or KL to the start model"
+
     requires_retain = True
 
     def __init__(self, *args: Any, retain_loss: str = "nll", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.retain_loss = self._check_retain_loss(retain_loss)
+        self._check_retain_loss(retain_loss)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]
         return Objectives(forget=gradient_ascent(self(forget), forget["labels"]),
-                          retain=self.retain_term(batch["retain"], self.retain_loss))
+                          retain=self.retain_objective(batch["retain"]))

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from lit_unlearn.datamodules.encoding import collate
 from lit_unlearn import checks
+from lit_unlearn.datamodules.encoding import collate
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.objectives import dpo, nll, sequence_logprob
 
@@ -59,6 +59,9 @@ class IdkNLL(_RefusalMixin, UnlearningModule):
         **kwargs: see :class:`UnlearningModule` (γ = α = 1, lr 1e-5).
     """
 
+    forget_doc = "NLL of a refusal answer (I-don't-know style; 22 shipped or a file)"
+    retain_doc = 'NLL'
+
     requires_retain = True
 
     def __init__(self, *args: Any, refusals: str | None = None, refusal_seed: int = 0, **kwargs: Any) -> None:
@@ -89,8 +92,12 @@ class IdkDPO(_RefusalMixin, UnlearningModule):
         **kwargs: see :class:`UnlearningModule`.
     """
 
+    forget_doc = "DPO: refusal preferred over the forget answer, reference log-probs cached"
+    retain_doc = "NLL"
+
     uses_reference_logps = True
     requires_retain = True
+    checkpoint_state = ("ref_logps_idk",)
 
     def __init__(self, *args: Any, beta: float = 0.1, refusals: str | None = None, refusal_seed: int = 0,
                  **kwargs: Any) -> None:
@@ -118,10 +125,3 @@ class IdkDPO(_RefusalMixin, UnlearningModule):
                           logs={"margin": ((logp_win - self.ref_logps_idk[index]) -
                                            (logp_lose - self.ref_logps[index])).mean().detach()})
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_unlearn"]["ref_logps_idk"] = self.ref_logps_idk
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self.ref_logps_idk = checkpoint.get("lit_unlearn", {}).get("ref_logps_idk")

@@ -27,7 +27,8 @@ from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.models import mlp_down_projections
 from lit_unlearn.objectives import IGNORE_INDEX, nll
-from lit_unlearn.utils import atomic_file
+
+UPDATE_FILE = "kfade_update.safetensors"  # in the saved model directory
 
 # ---------------------------------------------------------------------------- functional core
 
@@ -65,7 +66,8 @@ def collect_factors(model: nn.Module, modules: dict[str, nn.Linear], batches: It
     sums: dict[str, list] = {n: [0.0, 0.0] for n in modules}
     handles = []
     for name, module in modules.items():
-        handles.append(module.register_forward_hook(lambda m, a, out, name=name: inputs.__setitem__(name, a[0].detach())))
+        handles.append(module.register_forward_hook(
+            lambda m, a, out, name=name: inputs.__setitem__(name, a[0].detach())))
         handles.append(module.register_full_backward_hook(
             lambda m, gin, gout, name=name: grads.__setitem__(name, gout[0].detach())))
     count = 0
@@ -125,7 +127,7 @@ class KFADE(UnlearningModule):
     eigenbases computed once. Each epoch then accumulates the forget NLL gradient over the
     forget set and takes one step ``Δ = η (A ⊗ S + δ)⁻¹ ∇L_f`` on the chosen weights, with η
     from the trust region ``½ Δᵀ (A ⊗ S + δ) Δ = κ``; after ``steps`` steps training stops.
-    The summed update is saved as ``kfade_update.safetensors`` beside the logs and can be
+    The summed update is saved as ``kfade_update.safetensors`` in the saved model and can be
     added to another copy of the model with :meth:`KFADE.apply_update`. Uses manual
     optimization: the prepared Δ is executed by SGD with learning rate 1 at the last batch of
     each epoch, so Lightning counts the steps; logs like the others.
@@ -142,8 +144,13 @@ class KFADE(UnlearningModule):
         **kwargs: see :class:`UnlearningModule`.
     """
 
+    forget_doc = "uphill Gauss-Newton steps on the forget NLL, K-FAC retain curvature, trust region (interpretation)"
+    retain_doc = "curvature only"
+
     supports_lora = False  # edits full-precision base weights
     requires_retain = True
+    uses_sample_weights = False  # one Gauss-Newton step per pass over the forget set
+    checkpoint_state = ("bases", "update", "steps_taken")
 
     def __init__(self, *args: Any, steps: int = 3, trust_region: float = 1e-3, damping: float = 0.1,
                  layers: list[str] | None = None, factor_examples: int = 256, factor_device: str | None = "cpu",
@@ -154,8 +161,10 @@ class KFADE(UnlearningModule):
         checks.positive("KFADE", "trust_region", trust_region)
         checks.positive("KFADE", "damping", damping)
         self.automatic_optimization = False
+        self.retain_kind = None  # retain data gives the curvature; the objective has no retain term
         self.steps, self.trust_region, self.damping = steps, trust_region, damping
-        self.layer_patterns, self.factor_examples, self.factor_device, self.seed = layers, factor_examples, factor_device, seed
+        self.layer_patterns, self.factor_examples = layers, factor_examples
+        self.factor_device, self.seed = factor_device, seed
         self.bases: dict[str, dict[str, Tensor]] = {}
         self.update: dict[str, Tensor] = {}
         self.steps_taken = 0
@@ -251,11 +260,12 @@ class KFADE(UnlearningModule):
             self.trainer.should_stop = True
 
     # ---------------------------------------------------------------- the update
-    def save(self, path: str) -> None:
-        super().save(path)
-        if self.trainer.is_global_zero and self.update:
-            with atomic_file(Path(path).parent / "kfade_update.safetensors") as tmp:
-                save_file({f"{n}.weight": t.float().cpu().contiguous() for n, t in self.update.items()}, str(tmp))
+    def write_pretrained(self, directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        """The model, plus the summed update as ``kfade_update.safetensors`` (see :meth:`apply_update`)."""
+        super().write_pretrained(directory, state_dict)
+        if self.update:
+            save_file({f"{n}.weight": t.float().cpu().contiguous() for n, t in self.update.items()},
+                      str(Path(directory) / UPDATE_FILE))
 
     @staticmethod
     @torch.no_grad()
@@ -269,14 +279,3 @@ class KFADE(UnlearningModule):
         for name, delta in update.items():
             params[name].add_(scale * delta.to(params[name]))
         return model
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_unlearn"].update({"kfade_bases": self.bases, "kfade_update": self.update,
-                                          "kfade_steps": self.steps_taken})
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("lit_unlearn", {})
-        self.bases, self.update = state.get("kfade_bases", {}), state.get("kfade_update", {})
-        self.steps_taken = state.get("kfade_steps", 0)

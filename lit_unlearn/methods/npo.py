@@ -24,6 +24,9 @@ class NPO(UnlearningModule):
         **kwargs: see :class:`UnlearningModule` (γ = α = 1, lr 1e-5).
     """
 
+    forget_doc = "-(2/β) log σ(-β (logp - logp_ref)), logp_ref cached once"
+    retain_doc = "NLL or KL"
+
     uses_reference_logps = True
     requires_retain = True
 
@@ -31,7 +34,7 @@ class NPO(UnlearningModule):
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.beta = checks.positive(type(self).__name__, "beta", beta)
-        self.retain_loss = self._check_retain_loss(retain_loss)
+        self._check_retain_loss(retain_loss)
         self.cache_reference = checks.flag(type(self).__name__, "cache_reference", cache_reference)
         if not self.cache_reference:
             self.uses_reference_logps, self.uses_reference_model = False, True
@@ -43,7 +46,7 @@ class NPO(UnlearningModule):
             ref = self.ref_logps[forget["index"]]
         else:
             ref = sequence_logprob(self.reference_logits(forget), forget["labels"])[0].float()
-        return Objectives(forget=npo(logp, ref, self.beta), retain=self.retain_term(batch["retain"], self.retain_loss),
+        return Objectives(forget=npo(logp, ref, self.beta), retain=self.retain_objective(batch["retain"]),
                           logs={"log_ratio": (logp - ref).mean().detach()})
 
 
@@ -55,6 +58,9 @@ class SimNPO(UnlearningModule):
         delta: δ, the margin (0).
         **kwargs: see :class:`UnlearningModule`; defaults γ = 0.125, α = 1, lr 1e-5.
     """
+
+    forget_doc = "-(2/β) log σ(β (NLL/|y| - δ))"
+    retain_doc = "NLL"
 
     requires_retain = True
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.models import apply_lora
-from lit_unlearn.objectives import gradient_ascent, nll, token_hinge
+from lit_unlearn.objectives import gradient_ascent, token_hinge
 from lit_unlearn.utils import atomic_dir, cache_home
 
 
@@ -61,9 +61,13 @@ class REGLU(UnlearningModule):
         **kwargs: see :class:`UnlearningModule` (published lr 1e-4).
     """
 
+    forget_doc = "LoRA initialised from forget/retain representations; GA or hinge"
+    retain_doc = "NLL + orthogonality to the retain subspace"
+
     supports_lora = False  # edits full-precision base weights
     requires_retain = True
     default_lr = 1e-4
+    checkpoint_state = ("retain_bases", "initialised")
 
     def __init__(self, *args: Any, rank: int = 32, lora_alpha: float = 64.0,
                  target_modules: list[str] | None = None, beta: float = 0.7, reg_weight: float = 0.5,
@@ -92,8 +96,9 @@ class REGLU(UnlearningModule):
         from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
-            self.model = apply_lora(self.model, {"r": self.rank, "alpha": self.lora_alpha, "dropout": 0.0, "bias": "none",
-                                                 "target_modules": self.target_modules})
+            options = {"r": self.rank, "alpha": self.lora_alpha, "dropout": 0.0, "bias": "none",
+                       "target_modules": self.target_modules}
+            self.model = apply_lora(self.model, options)
 
     def lora_layers(self) -> dict[str, nn.Module]:
         from peft.tuners.lora import LoraLayer
@@ -154,7 +159,8 @@ class REGLU(UnlearningModule):
                     for batch in dm.eval_dataloader(subset, shard=False):
                         batch = {k: v.to(self.device) for k, v in batch.items()}
                         current.update(set=set_name, mask=batch["attention_mask"])
-                        self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+                        self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   use_cache=False)
         finally:
             for h in handles:
                 h.remove()
@@ -184,28 +190,15 @@ class REGLU(UnlearningModule):
                           logs={"orthogonality": penalty.detach()})
 
     # ---------------------------------------------------------------- saving
-    def save(self, path: str) -> None:
+    def write_pretrained(self, directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Merged weights (``save_merged``), or ``adapter/`` and the adjusted ``base/`` side by side."""
         if self.save_merged:
             self.model = self.model.merge_and_unload()  # the same function, plain weights
-            super().save(path)
+            super().write_pretrained(directory, state_dict)
             return
-        if self.trainer.is_global_zero:
-            with atomic_dir(path) as tmp:
-                self.model.save_pretrained(tmp / "adapter")
-                self.model.unload().save_pretrained(tmp / "base", safe_serialization=True)
-                self.tokenizer.save_pretrained(tmp / "base")
-                (tmp / "README.txt").write_text(
-                    "REGLU adjusted the base weights (W0 - s B A at initialisation). Load with\n"
-                    "  PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('base'), 'adapter')\n")
-        self.trainer.strategy.barrier("lit_unlearn_save")
-        self.saved_path = path
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_unlearn"].update({"reglu_bases": self.retain_bases, "reglu_initialised": self.initialised})
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("lit_unlearn", {})
-        self.retain_bases = state.get("reglu_bases", {})
-        self.initialised = state.get("reglu_initialised", False)
+        self.model.save_pretrained(directory / "adapter")
+        self.model.unload().save_pretrained(directory / "base", safe_serialization=True)
+        self.tokenizer.save_pretrained(directory / "base")
+        (directory / "README.txt").write_text(
+            "REGLU adjusted the base weights (W0 - s B A at initialisation). Load with\n"
+            "  PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('base'), 'adapter')\n")

@@ -37,6 +37,9 @@ class RMU(UnlearningModule):
         **kwargs: see :class:`UnlearningModule` (published lr 5e-5).
     """
 
+    forget_doc = "layer-ℓ activations pushed to c·u; only MLP down-projections of ℓ-2..ℓ train"
+    retain_doc = "layer-ℓ activations kept"
+
     requires_retain = True
     default_lr = 5e-5
 
@@ -50,6 +53,7 @@ class RMU(UnlearningModule):
             raise ValueError(f"{type(self).__name__}: `token_scope` must be 'all' or 'answer', got {token_scope!r}")
         self.layer, self.trainable_patterns, self.steering_coeff = layer, trainable, float(steering_coeff)
         self.token_scope, self.seed = token_scope, seed
+        self.retain_kind = "activation"
         self.original: dict[str, Tensor] = {}
         self.control: Tensor | None = None
 
@@ -124,7 +128,8 @@ class RMU(UnlearningModule):
         return hidden_at(self.model, self.layer, call=call, input_ids=batch["input_ids"],
                          attention_mask=batch["attention_mask"], use_cache=False)
 
-    def retain_loss(self, retain: dict[str, Tensor]) -> Tensor:
+    def retain_objective(self, retain: dict[str, Tensor]) -> Tensor:
+        """Per-example distance of the layer-ℓ retain activations from the frozen model's."""
         return activation_distance(self.hidden(retain), self.reference_hidden(retain), self.token_mask(retain))
 
     def on_train_start(self) -> None:
@@ -139,7 +144,7 @@ class RMU(UnlearningModule):
         target = self.steering_coeff * self.control
         h = self.hidden(forget)
         forget_loss = activation_distance(h, target, self.token_mask(forget))
-        return Objectives(forget=forget_loss, retain=self.retain_loss(batch["retain"]),
+        return Objectives(forget=forget_loss, retain=self.retain_objective(batch["retain"]),
                           logs={"forget_activation_norm": h.detach().float().norm(dim=-1).mean()})
 
 
@@ -159,6 +164,10 @@ class SRMU(RMU):
         eps: added to σ_r.
         **kwargs: see :class:`RMU`.
     """
+
+    forget_doc = "RMU with an activation importance map and a directed misdirection vector (interpretation)"
+    retain_doc = "as RMU"
+    checkpoint_state = ("stats",)
 
     def __init__(self, *args: Any, ema: float = 0.1, eps: float = 1e-4, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -198,14 +207,6 @@ class SRMU(RMU):
         m, v = self.importance()
         h_f = self.hidden(forget)
         forget_loss = activation_distance(h_f, ref_f + self.steering_coeff * v, mask_f, weight=m)
-        retain_loss = activation_distance(self.hidden(retain), ref_r, mask_r)
+        retain_loss = activation_distance(self.hidden(retain), ref_r, mask_r)  # retain_objective, ref_r reused
         return Objectives(forget=forget_loss, retain=retain_loss,
                           logs={"importance_max": m.max().detach()})
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_unlearn"]["srmu_stats"] = self.stats
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self.stats = dict(checkpoint.get("lit_unlearn", {}).get("srmu_stats", {}) or {})

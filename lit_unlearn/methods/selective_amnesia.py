@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_unlearn import checks
 from lit_unlearn.analysis.causal_tracing import causal_trace, subject_mask
 from lit_unlearn.datamodules.encoding import collate
-from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.models import decoder_layers, layer_mlp
 from lit_unlearn.objectives import nll
@@ -35,13 +35,19 @@ class SelectiveAmnesia(UnlearningModule):
         **kwargs: see :class:`UnlearningModule`.
     """
 
+    forget_doc = "-CE on the MLPs of the layers causal tracing ranks highest"
+    retain_doc = "CE, adaptive α"
+
     requires_retain = True
+    adapts_retain_weight = True
+    checkpoint_state = ("layers", "trace", "initial_retain")
 
     def __init__(self, *args: Any, layers: list[int] | None = None, top_k: int = 2, trace_examples: int = 32,
                  noise_scale: float = 3.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if layers is not None and (not layers or any(not isinstance(i, int) or i < 0 for i in layers)):
-            raise ValueError(f"SelectiveAmnesia: `layers` must be a non-empty list of layer indices >= 0, got {layers!r}")
+            raise ValueError(f"SelectiveAmnesia: `layers` must be a non-empty list of layer indices >= 0, "
+                             f"got {layers!r}")
         checks.positive_int("SelectiveAmnesia", "top_k", top_k)
         checks.positive_int("SelectiveAmnesia", "trace_examples", trace_examples)
         checks.positive("SelectiveAmnesia", "noise_scale", noise_scale)
@@ -97,15 +103,3 @@ class SelectiveAmnesia(UnlearningModule):
             self.initial_retain = current
         self.retain_weight = adaptive_alpha(current - self.initial_retain)
         return Objectives(forget=-forget_ce, retain=retain_ce, logs={"alpha": torch.tensor(self.retain_weight)})
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_unlearn"].update({"sa_layers": self.layers, "sa_trace": self.trace,
-                                          "sa_initial_retain": self.initial_retain})
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("lit_unlearn", {})
-        self.layers = state.get("sa_layers", self.layers)
-        self.trace, self.initial_retain = state.get("sa_trace"), state.get("sa_initial_retain")
-

@@ -20,6 +20,9 @@ class UNDIAL(UnlearningModule):
         **kwargs: see :class:`UnlearningModule` (published lr 1e-4; a frozen reference copy is kept).
     """
 
+    forget_doc = "CE towards the reference distribution with the answer logit lowered by β"
+    retain_doc = "none"
+
     default_lr = 1e-4
     uses_reference_model = True
 

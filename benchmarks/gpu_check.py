@@ -21,10 +21,9 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
+from memory import build_model  # benchmarks/ is on sys.path when a script in it runs
 
 from lit_unlearn import FictitiousPeople, GradDiff
-
-from memory import build_model  # benchmarks/ is on sys.path when a script in it runs
 
 RUNS = {
     "bf16-mixed, full": ({"precision": "bf16-mixed"}, {}),
@@ -74,7 +73,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
             seed_everything(0)
             meter = Throughput()
-            module = GradDiff(model=model, optimizer=partial(torch.optim.AdamW, lr=1e-5), save_model=False,
+            module = GradDiff(model=model, optimizer=partial(torch.optim.AdamW, lr=1e-5),
                               evaluate_at_start=False, **module_kw)
             data = FictitiousPeople("small", "forget10", batch_size=args.batch_size, sampling="cyclic",
                                     eval_sets=["forget"])

@@ -25,9 +25,7 @@ from lit_unlearn import FictitiousPeople, GradDiff, GradientProjection
 
 def run(preset: str, lr: float, epochs: int, k: int | None) -> tuple[float, float, float]:
     seed_everything(0, verbose=False)
-    module = GradDiff(model=f"builtin:{preset}/subject", optimizer=partial(torch.optim.AdamW, lr=lr, weight_decay=0.0),
-                      save_model=False)
-    module.print_summary = lambda stage: None  # this script prints its own table
+    module = GradDiff(model=f"builtin:{preset}/subject", optimizer=partial(torch.optim.AdamW, lr=lr, weight_decay=0.0))
     callbacks = [GradientProjection(k=k)] if k else []
     trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=10**6,

@@ -5,7 +5,8 @@ benchmark's small vocabulary so that the linear layers, the part bitsandbytes qu
 hold nearly all the weights) is saved once; each configuration then runs in its own
 process: a few GradDiff steps through ``Trainer.fit`` with AdamW. Memory is the peak of the
 process's private resident memory (``RssAnon``, sampled every 2 ms) minus its value before
-the model loads (CPU), or the CUDA peak allocated (``--device cuda``). Ratios are to fp32 full fine-tuning, measured in the same run.
+the model loads (CPU), or the CUDA peak allocated (``--device cuda``). Ratios are to fp32 full
+fine-tuning, measured in the same run.
 
     python benchmarks/memory.py [--hidden 1024] [--layers 12] [--steps 3] [--device cpu]
 """
@@ -80,7 +81,7 @@ def child(name: str, model_dir: str, steps: int, device: str) -> None:
     data.setup("fit")
     baseline = anon_mb()
     seed_everything(0)
-    module = GradDiff(model=model_dir, optimizer=partial(torch.optim.AdamW, lr=1e-5), save_model=False,
+    module = GradDiff(model=model_dir, optimizer=partial(torch.optim.AdamW, lr=1e-5),
                       evaluate_at_start=False, **CONFIGS[name])
     trainer = Trainer(max_steps=steps, accelerator=device, devices=1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

@@ -37,7 +37,7 @@ def main() -> None:
             start = time.perf_counter()
             cli = cli_main(["fit", "--config", str(cfg), "--config", str(ROOT / "configs/eval/tofu_suite.yaml"),
                             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                            f"--trainer.logger.init_args.save_dir={tmp}", "--model.init_args.save_model=false",
+                            f"--trainer.logger.init_args.save_dir={tmp}", "--save_pretrained.enabled=false",
                             "--trainer.check_val_every_n_epoch=1000"])
             seconds = time.perf_counter() - start
             cli.model.suite.progress = False

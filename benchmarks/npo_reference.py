@@ -20,10 +20,9 @@ from functools import partial
 
 import torch
 from lightning.pytorch import Trainer, seed_everything
+from overhead import StepTimer  # benchmarks/ is on sys.path when a script in it runs
 
 from lit_unlearn import NPO, FictitiousPeople
-
-from overhead import StepTimer  # benchmarks/ is on sys.path when a script in it runs
 
 
 class Timer(StepTimer):
@@ -45,7 +44,7 @@ class Timer(StepTimer):
 def run(model: str, preset: str, cache: bool, steps: int, batch_size: int, lora: bool) -> Timer:
     seed_everything(0)
     timer = Timer(warmup=5)
-    module = NPO(model=model, cache_reference=cache, optimizer=partial(torch.optim.AdamW, lr=1e-4), save_model=False,
+    module = NPO(model=model, cache_reference=cache, optimizer=partial(torch.optim.AdamW, lr=1e-4),
                  evaluate_at_start=False, lora={"r": 16} if lora else None)
     data = FictitiousPeople(preset, "forget10", batch_size=batch_size, sampling="cyclic", eval_sets=["forget"])
     trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -69,7 +68,8 @@ def main() -> None:
     rows = {True: [], False: []}
     ratios = []
     for _ in range(args.repeats):
-        pair = {cache: run(model, args.preset, cache, args.steps, args.batch_size, args.lora) for cache in (True, False)}
+        pair = {cache: run(model, args.preset, cache, args.steps, args.batch_size, args.lora)
+                for cache in (True, False)}
         for cache, timer in pair.items():
             rows[cache].append(timer)
         ratios.append(pair[True].per_step() / pair[False].per_step())

@@ -61,8 +61,7 @@ def run_library(model: str, preset: str, steps: int, warmup: int, batch_size: in
                 callbacks=()) -> float:
     seed_everything(0, verbose=False)
     timer = StepTimer(warmup)
-    module = GradDiff(model=model, optimizer=partial(torch.optim.AdamW, lr=lr), evaluate_at_start=False,
-                      save_model=False)
+    module = GradDiff(model=model, optimizer=partial(torch.optim.AdamW, lr=lr), evaluate_at_start=False)
     with tempfile.TemporaryDirectory() as logs:  # TensorBoard logging on, as in a real run
         trainer = Trainer(max_steps=warmup + steps, logger=TensorBoardLogger(logs), enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

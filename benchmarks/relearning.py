@@ -46,9 +46,10 @@ def main() -> None:
             stem = "grad_ascent" if name.startswith("gold") else name
             path = ROOT / "configs" / ("quickstart.yaml" if stem == "quickstart" else f"methods/{stem}.yaml")
             extra = control if name.startswith("gold") else []
-            cli = cli_main(["fit", "--config", str(path), "--config", str(probe_cfg), "--trainer.enable_progress_bar=false",
+            cli = cli_main(["fit", "--config", str(path), "--config", str(probe_cfg),
+                            "--trainer.enable_progress_bar=false",
                             "--trainer.enable_model_summary=false", f"--trainer.logger.init_args.save_dir={tmp}/runs",
-                            "--model.init_args.save_model=false", *extra])
+                            "--save_pretrained.enabled=false", *extra])
             probe = next(c for c in cli.trainer.callbacks if isinstance(c, RelearningProbe))
             h = probe.history[-1]
             end = cli.model.summary["end"]

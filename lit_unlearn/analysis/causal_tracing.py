@@ -74,7 +74,8 @@ def causal_trace(model, batches: Iterable[dict[str, Tensor]], noise_scale: float
             noise = torch.randn(clean.shape, generator=g).to(device=device, dtype=clean.dtype) * sigma
             corrupted = clean + noise * mask
             clean_mlp: list[Tensor] = []
-            hooks = [layer_mlp(layer).register_forward_hook(lambda m, a, out: clean_mlp.append(out)) for layer in layers]
+            hooks = [layer_mlp(layer).register_forward_hook(lambda m, a, out, store=clean_mlp: store.append(out))
+                     for layer in layers]
             p_clean = _answer_prob(model, batch, clean)
             for h in hooks:
                 h.remove()
@@ -83,9 +84,10 @@ def causal_trace(model, batches: Iterable[dict[str, Tensor]], noise_scale: float
             keep = gap > min_effect
             if not keep.any():
                 continue
+            subject = batch["subject_mask"].unsqueeze(-1)
             for i, layer in enumerate(layers):
-                def restore(module, args, out, i=i):
-                    return torch.where(batch["subject_mask"].unsqueeze(-1), clean_mlp[i], out)
+                def restore(module, args, out, clean=clean_mlp[i], subject=subject):
+                    return torch.where(subject, clean, out)
 
                 handle = layer_mlp(layer).register_forward_hook(restore)
                 p_restored = _answer_prob(model, batch, corrupted)

@@ -51,7 +51,7 @@ def encode(
     tokenizer,
     *,
     role: str,
-    fields: Fields = Fields(),
+    fields: Fields | None = None,
     answer_key: str | None = None,
     fact_span_key: str | None = None,
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
@@ -66,6 +66,7 @@ def encode(
     """
     if not len(records):
         return EncodedSet(role, records, [])
+    fields = fields or Fields()
     answer_key = answer_key or fields.answer
     fact_span_key = fact_span_key or fields.fact_span
     is_qa = check_fields(records, role, fields, answer_key)
@@ -77,8 +78,9 @@ def encode(
     return EncodedSet(role, records, examples)
 
 
-def check_fields(records: Records, role: str, fields: Fields = Fields(), answer_key: str | None = None) -> bool:
+def check_fields(records: Records, role: str, fields: Fields | None = None, answer_key: str | None = None) -> bool:
     """Check every row has the configured fields; return True for QA records, False for text."""
+    fields = fields or Fields()
     answer_key = answer_key or fields.answer
     first = records.rows[0]
     is_qa = fields.question in first

@@ -125,7 +125,8 @@ class BenchmarkConfig:
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"BenchmarkConfig.{name} must be an integer >= {low}, got {value!r}")
         if self.pool_size > 20:
-            raise ValueError(f"BenchmarkConfig.pool_size must be <= 20 (size of the smallest word list), got {self.pool_size}")
+            raise ValueError(f"BenchmarkConfig.pool_size must be <= 20 (size of the smallest word list), "
+                             f"got {self.pool_size}")
         n_forget = forget_count(self.num_people, 10)
         if n_forget + (n_forget + self.num_holdout) * self.neighbors_per_person > self.num_people:
             raise ValueError(
@@ -190,7 +191,7 @@ class FictitiousBenchmark:
         total = cfg.num_people + cfg.num_holdout
         n_first = max(8, math.ceil(math.sqrt(total)) + 4)
         firsts, lasts = _words(rng, n_first, (1, 2), taken), _words(rng, n_first, (2, 2), taken)
-        all_names = [f"{f} {l}" for f in firsts for l in lasts]
+        all_names = [f"{first} {last}" for first in firsts for last in lasts]
         names = rng.sample(all_names, total)
         k = cfg.pool_size
         pools = {

@@ -14,7 +14,11 @@ from torch.utils.data import ConcatDataset, DataLoader
 from lit_unlearn import checks
 from lit_unlearn.datamodules.encoding import DEFAULT_PROMPT_TEMPLATE, EncodedSet, Fields, check_fields, collate, encode
 from lit_unlearn.datamodules.sampling import (
-    SAMPLING_MODES, ForgetRetainSampler, ModularSampler, PairDataset, ShardedEvalSampler,
+    SAMPLING_MODES,
+    ForgetRetainSampler,
+    ModularSampler,
+    PairDataset,
+    ShardedEvalSampler,
 )
 from lit_unlearn.datamodules.sources import Records, Source, load_records
 
@@ -72,7 +76,8 @@ class ForgetRetainDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
+        sizes = (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length))
+        for name, value in sizes:
             checks.positive_int("ForgetRetainDataModule", name, value)
         checks.positive_int("ForgetRetainDataModule", "max_eval_examples", max_eval_examples, optional=True)
         if not isinstance(num_workers, int) or num_workers < 0:
@@ -80,11 +85,13 @@ class ForgetRetainDataModule(LightningDataModule):
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"ForgetRetainDataModule: `sampling` must be one of {SAMPLING_MODES}, got {sampling!r}")
         if "{question}" not in prompt_template:
-            raise ValueError(f"ForgetRetainDataModule: `prompt_template` must contain '{{question}}', got {prompt_template!r}")
+            raise ValueError(f"ForgetRetainDataModule: `prompt_template` must contain '{{question}}', "
+                             f"got {prompt_template!r}")
         self.fields = Fields(**fields) if isinstance(fields, dict) else (fields or Fields())
         self.prompt_template, self.chat_template = prompt_template, chat_template
         self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
-        self.sampling, self.max_eval_examples, self.num_workers, self.seed = sampling, max_eval_examples, num_workers, seed
+        self.sampling, self.max_eval_examples = sampling, max_eval_examples
+        self.num_workers, self.seed = num_workers, seed
         self._tokenizer_arg = tokenizer
 
         # Read everything now so that bad input fails before any work starts.
@@ -102,7 +109,8 @@ class ForgetRetainDataModule(LightningDataModule):
         self.eval_records = self._load_named(eval_sets, "eval_sets")
         self.test_records = self._load_named(test_sets, "test_sets") if test_sets is not None else self.eval_records
         if not 0 <= neighbor_fraction <= 1:
-            raise ValueError(f"ForgetRetainDataModule: `neighbor_fraction` must be in [0, 1], got {neighbor_fraction!r}")
+            raise ValueError(f"ForgetRetainDataModule: `neighbor_fraction` must be in [0, 1], "
+                             f"got {neighbor_fraction!r}")
         self.neighbor_fraction = neighbor_fraction
         self.neighbor_records = self._load_named(neighbor_sets, "neighbor_sets") if neighbor_sets else {}
         self._check_fields()
@@ -149,12 +157,13 @@ class ForgetRetainDataModule(LightningDataModule):
         key = self.fields.entity
         for i, row in enumerate(self.forget_records.rows):
             if row.get(key) in (None, ""):
-                raise ValueError(f"forget: {self.forget_records.where(i)} has no '{key}' field, which sampling='modular' "
-                                 "groups by; set `fields.entity` to the field naming each record's entity")
+                raise ValueError(f"forget: {self.forget_records.where(i)} has no '{key}' field, which "
+                                 "sampling='modular' groups by; set `fields.entity` to the field naming each "
+                                 "record's entity")
         for name, recs in self.neighbor_records.items():
             if not any(r.get(self.fields.neighbor_of) for r in recs.rows):
-                raise ValueError(f"neighbor_sets.{name}: no record has the '{self.fields.neighbor_of}' field naming the "
-                                 "forget entity it neighbors")
+                raise ValueError(f"neighbor_sets.{name}: no record has the '{self.fields.neighbor_of}' field naming "
+                                 "the forget entity it neighbors")
 
     def fields_for(self, records: Records, role: str = "") -> Fields:
         """The datamodule's field names with the per-set overrides of ``records`` applied."""
@@ -178,9 +187,9 @@ class ForgetRetainDataModule(LightningDataModule):
         forget = {key(r) for r in self.forget_records.rows}
         shared = sum(key(r) in forget for r in self.retain_records.rows)
         if shared:
-            warnings.warn(f"ForgetRetainDataModule: {shared} retain record(s) ({self.retain_records.origin}) also appear "
-                          f"in the forget set ({self.forget_records.origin}); the retain term will fight the forget term "
-                          "on them", stacklevel=2)
+            warnings.warn(f"ForgetRetainDataModule: {shared} retain record(s) ({self.retain_records.origin}) also "
+                          f"appear in the forget set ({self.forget_records.origin}); the retain term will fight the "
+                          "forget term on them", stacklevel=2)
 
     # ---------------------------------------------------------------- setup
     def resolve_tokenizer(self):
@@ -191,7 +200,8 @@ class ForgetRetainDataModule(LightningDataModule):
             module = self.trainer.lightning_module if self.trainer is not None else None
             if module is None or getattr(module, "tokenizer", None) is None:
                 raise ValueError("ForgetRetainDataModule: no `tokenizer` given and no model to take it from; pass "
-                                 "tokenizer=<name or path> or use the datamodule with a Trainer and an UnlearningModule")
+                                 "tokenizer=<name or path> or use the datamodule with a Trainer and an "
+                                 "UnlearningModule")
             tok = module.tokenizer
         elif isinstance(tok, str):
             from lit_unlearn.models import load_tokenizer
@@ -331,7 +341,8 @@ class ForgetRetainDataModule(LightningDataModule):
                     neighbor_rows.setdefault(str(e), []).append(offset + i)
             offset += len(data)
         pool = ConcatDataset(parts) if parts else None
-        sampler = ModularSampler(entity_rows, neighbor_rows, general, self.batch_size, self.neighbor_fraction, self.seed)
+        sampler = ModularSampler(entity_rows, neighbor_rows, general, self.batch_size, self.neighbor_fraction,
+                                 self.seed)
         self._resume(sampler, len(sampler), 1)
         return DataLoader(PairDataset(self.forget_set, pool), batch_size=None, sampler=sampler,
                           collate_fn=self._collate_pairs, num_workers=self.num_workers,

@@ -150,10 +150,12 @@ class ModularSampler(DistributedSampler):
                 n_nb = round(self.neighbor_fraction * len(chunk)) if neighbors else 0
                 if not self.general_rows:
                     n_nb = len(chunk) if neighbors else 0
-                retain = [neighbors[i] for i in torch.randint(len(neighbors), (n_nb,), generator=g).tolist()] if n_nb else []
+                picks = torch.randint(len(neighbors), (n_nb,), generator=g).tolist() if n_nb else []
+                retain = [neighbors[i] for i in picks]
                 n_gen = len(chunk) - n_nb
                 if self.general_rows:
-                    retain += [self.general_rows[i] for i in torch.randint(len(self.general_rows), (n_gen,), generator=g).tolist()]
+                    picks = torch.randint(len(self.general_rows), (n_gen,), generator=g).tolist()
+                    retain += [self.general_rows[i] for i in picks]
                 retain += [None] * (len(chunk) - len(retain))
                 out.append(list(zip(chunk, retain)))
         return out

@@ -53,8 +53,9 @@ def load_records(source: Source, role: str) -> Records:
         keys = set(source)
         unknown = keys - {"records", "path", "hub", "subset", "split", "fields", "prompt_template"}
         if unknown:
-            raise ValueError(f"{role}: unknown key(s) {sorted(unknown)} in a source dict; expected 'path', 'records' or "
-                             "'hub' (with 'subset', 'split'), and optionally 'fields' and 'prompt_template'")
+            raise ValueError(f"{role}: unknown key(s) {sorted(unknown)} in a source dict; expected 'path', "
+                             "'records' or 'hub' (with 'subset', 'split'), and optionally 'fields' and "
+                             "'prompt_template'")
         if "records" in keys:
             out = load_records(source["records"], role)
         elif "path" in keys:
@@ -62,7 +63,8 @@ def load_records(source: Source, role: str) -> Records:
         elif "hub" in keys:
             out = _load_hub(source["hub"], source.get("subset"), source.get("split", "train"), role)
         else:
-            raise ValueError(f"{role}: a source dict needs one of the keys 'path', 'records' or 'hub', got {sorted(keys)}")
+            raise ValueError(f"{role}: a source dict needs one of the keys 'path', 'records' or 'hub', "
+                             f"got {sorted(keys)}")
         meta = {k: source[k] for k in ("fields", "prompt_template") if source.get(k) is not None}
         if meta:
             out = Records(out.rows, out.origin, out.path, {**out.meta, **meta})
@@ -73,7 +75,8 @@ def load_records(source: Source, role: str) -> Records:
         if path.suffix or path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
             return _load_file(path, role)
         return _load_hub(text, None, "train", role)
-    raise TypeError(f"{role}: unsupported source type {type(source).__name__}; expected a path, a list of dicts or a dict")
+    raise TypeError(f"{role}: unsupported source type {type(source).__name__}; expected a path, a list of dicts "
+                    "or a dict")
 
 
 def _load_file(path: Path, role: str) -> Records:

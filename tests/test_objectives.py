@@ -19,9 +19,9 @@ def logsoftmax(row, k):
 
 
 def hand_logps():
-    l = LOGITS.tolist()
-    ex0 = [logsoftmax(l[0][1], 1), logsoftmax(l[0][2], 2)]
-    ex1 = [logsoftmax(l[1][0], 2), logsoftmax(l[1][1], 0)]
+    rows = LOGITS.tolist()
+    ex0 = [logsoftmax(rows[0][1], 1), logsoftmax(rows[0][2], 2)]
+    ex1 = [logsoftmax(rows[1][0], 2), logsoftmax(rows[1][1], 0)]
     return ex0, ex1
 
 
@@ -43,7 +43,8 @@ def test_nll_and_gradient_ascent():
 def test_npo_value():
     logp, ref = torch.tensor([-2.0, -5.0]), torch.tensor([-3.0, -1.0])
     beta = 0.1
-    expected = [-(2 / beta) * math.log(1 / (1 + math.exp(beta * (lp - r)))) for lp, r in zip(logp.tolist(), ref.tolist())]
+    expected = [-(2 / beta) * math.log(1 / (1 + math.exp(beta * (lp - r))))
+                for lp, r in zip(logp.tolist(), ref.tolist())]
     assert O.npo(logp, ref, beta).tolist() == pytest.approx(expected, rel=1e-6)
     # equal policy and reference: (2/beta) log 2
     assert O.npo(ref, ref, beta).tolist() == pytest.approx([2 / beta * math.log(2)] * 2, rel=1e-6)

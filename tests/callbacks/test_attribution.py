@@ -1,11 +1,9 @@
-from functools import partial
-
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
 
-from lit_unlearn import DataAttributionWeights, ForgetRetainDataModule, GradDiff
+from lit_unlearn import KFADE, DataAttributionWeights, ForgetRetainDataModule, GradAscent, GradDiff
 from lit_unlearn.callbacks.attribution import guard_weights, sketch
+from tests.helpers import adamw, fit, tiny_data
 
 
 def test_weights_follow_the_formula():
@@ -23,13 +21,11 @@ def test_sketch_is_a_fixed_linear_projection():
     assert torch.equal(sketch(a, 64, 3), sketch(a, 64, 3)) and not torch.equal(sketch(a, 64, 3), sketch(a, 64, 4))
 
 
-def fit(tiny_subject, forget, retain, callbacks):
-    seed_everything(0)
-    module = GradDiff(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=1e-3), save_model=False,
-                      evaluate_at_start=False)
+def train(tiny_subject, forget, retain, callbacks):
+    """Two GradDiff steps on the given records; returns the module."""
+    module = GradDiff(model=tiny_subject, optimizer=adamw(), evaluate_at_start=False)
     data = ForgetRetainDataModule(forget=forget, retain=retain, tokenizer=tiny_subject, batch_size=4, max_length=64)
-    Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, callbacks=callbacks).fit(module, datamodule=data)
+    fit(module, data, steps=2, callbacks=callbacks, limit_val_batches=0)
     return module
 
 
@@ -39,19 +35,20 @@ def test_planted_example_aligned_with_retain_gets_the_lowest_weight(tiny_subject
     forget = tiny_bench.records("forget10")[:9] + [planted]
     cb = DataAttributionWeights(temperature=0.2, retain_examples=len(retain))
     with pytest.warns(UserWarning, match="1 retain record"):
-        module = fit(tiny_subject, forget, retain, [cb])
+        module = train(tiny_subject, forget, retain, [cb])
     assert int(cb.alignment.argmax()) == 9 and int(cb.weights.argmin()) == 9
     assert cb.weights.mean().item() == pytest.approx(1.0, abs=1e-6)
     assert torch.allclose(cb.weights, guard_weights(cb.alignment, 0.2))
     assert torch.equal(module.sample_weights, cb.weights)
-    plain = fit(tiny_subject, forget, retain, [])
+    with pytest.warns(UserWarning, match="1 retain record"):
+        plain = train(tiny_subject, forget, retain, [])
     weighted_differs = any(not torch.equal(a, b) for a, b in zip(plain.model.parameters(), module.model.parameters()))
     assert weighted_differs  # the weights changed what was trained
 
 
 def test_projection_and_bad_arguments(tiny_subject, tiny_bench):
     cb = DataAttributionWeights(temperature=1.0, projection_dim=256, params=[r"layers\.1\."])
-    fit(tiny_subject, tiny_bench.records("forget10"), tiny_bench.records("retain90"), [cb])
+    train(tiny_subject, tiny_bench.records("forget10"), tiny_bench.records("retain90"), [cb])
     assert cb.weights.shape == (20,) and torch.isfinite(cb.alignment).all()
     with pytest.raises(ValueError, match="`temperature` must be a number > 0"):
         DataAttributionWeights(temperature=0)
@@ -66,7 +63,7 @@ def test_alignment_equals_a_direct_cosine_of_per_example_gradients(tiny_subject,
 
     forget, retain = tiny_bench.records("forget10")[:6], tiny_bench.records("retain90")[:12]
     cb = DataAttributionWeights(temperature=1.0, params=[r"layers\.1\.mlp\.down_proj"], retain_examples=12)
-    fit(tiny_subject, forget, retain, [cb])
+    train(tiny_subject, forget, retain, [cb])
     data = ForgetRetainDataModule(forget=forget, retain=retain, tokenizer=tiny_subject, max_length=64)
     data.setup("fit")
     model = load_causal_lm(tiny_subject).eval()
@@ -74,9 +71,21 @@ def test_alignment_equals_a_direct_cosine_of_per_example_gradients(tiny_subject,
 
     def grads(encoded):
         batch = collate([encoded[i] for i in range(len(encoded))], data.pad_id)
-        losses = nll(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        losses = nll(logits, batch["labels"])
         return [torch.autograd.grad(loss, weight, retain_graph=True)[0].reshape(-1) for loss in losses]
 
     g_r = torch.stack(grads(data.retain_set)).mean(0)
     expected = torch.stack([torch.nn.functional.cosine_similarity(g, g_r, dim=0) for g in grads(data.forget_set)])
     torch.testing.assert_close(cb.alignment, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_refused_before_the_first_step_on_kfade_and_without_a_retain_set(tiny_subject, tiny_bench):
+    kfade = KFADE(model=tiny_subject, evaluate_at_start=False)
+    with pytest.raises(ValueError, match="DataAttributionWeights cannot be used with KFADE: .*`sample_weights`"):
+        fit(kfade, tiny_data(eval_sets=["forget"]), steps=1, callbacks=[DataAttributionWeights()])
+    ascent = GradAscent(model=tiny_subject, optimizer=adamw(), evaluate_at_start=False)
+    forget_only = ForgetRetainDataModule(forget=tiny_bench.records("forget10"), tokenizer=tiny_subject, batch_size=4)
+    with pytest.raises(ValueError, match="DataAttributionWeights cannot be used with GradAscent: .*no retain set"):
+        fit(ascent, forget_only, steps=1, callbacks=[DataAttributionWeights()])
+    assert kfade.global_step == ascent.global_step == 0 and ascent.sample_weights is None

@@ -1,41 +1,40 @@
-from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_unlearn import ConstrainedEntropic, DualVariable, FictitiousPeople, GradDiff, GradientProjection
+from lit_unlearn import ConstrainedEntropic, DualVariable, GradAscent, GradDiff, GradientProjection
 from lit_unlearn.models import load_causal_lm
 from lit_unlearn.objectives import nll
+from tests.helpers import adamw, fit, quiet_trainer, tiny_data
 
 
-class Trace(Callback):
-    """Per optimizer step: the mean retain loss of the step and λ after the dual update."""
+class Lambdas(Callback):
+    """λ (the module's retain weight) after each optimizer step's dual update."""
 
     def __init__(self):
-        self.retain, self.lam = [], []
+        self.values = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.retain.append(float(module.last_objectives.retain.detach().mean()))
-        self.lam.append(module.retain_weight)
+        self.values.append(module.retain_weight)
 
 
-def fit(tiny_subject, dual, steps=6, method=GradDiff, epochs=None, **kw):
-    seed_everything(0)
-    trace = Trace()
-    module = method(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=2e-3), save_model=False,
-                    evaluate_at_start=False, **kw)
-    trainer = Trainer(max_steps=steps if epochs is None else -1, max_epochs=epochs, callbacks=[dual, trace],
-                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      limit_val_batches=0, num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget"]))
-    return module, trace
+def train(tiny_subject, dual, steps=6, method=GradDiff, epochs=None, **kw):
+    """GradDiff (or ``method``) under ``dual``; returns the module and a trace of every step's mean
+    retain loss (``trace.retain``) and λ after the update (``trace.lam``)."""
+    module = method(model=tiny_subject, optimizer=adamw(2e-3), evaluate_at_start=False, **kw)
+    lambdas = Lambdas()
+    _, recorder = fit(module, tiny_data(eval_sets=["forget"]), steps=steps if epochs is None else -1,
+                      max_epochs=epochs, callbacks=[dual, lambdas], limit_val_batches=0)
+    retain = [float(o.retain.detach().mean()) for o in recorder.objectives]
+    return module, SimpleNamespace(retain=retain, lam=lambdas.values)
 
 
 def test_update_follows_the_formula_with_warmup(tiny_subject):
     dual = DualVariable(epsilon=0.3, step_size=2.0, init=1.5, warmup_steps=2)
-    module, trace = fit(tiny_subject, dual, steps=7)
+    module, trace = train(tiny_subject, dual, steps=7)
     lam, expected = 1.5, []
     for step, r in enumerate(trace.retain, start=1):
         if step > 2:
@@ -48,14 +47,14 @@ def test_update_follows_the_formula_with_warmup(tiny_subject):
 
 def test_lambda_decays_to_zero_when_the_constraint_is_slack(tiny_subject):
     dual = DualVariable(epsilon=100.0, step_size=0.5, init=3.0)
-    _, trace = fit(tiny_subject, dual, steps=3)
+    _, trace = train(tiny_subject, dual, steps=3)
     assert trace.lam == [0.0, 0.0, 0.0]
 
 
 def test_tolerance_measures_the_starting_retain_loss(tiny_subject):
     dual = DualVariable(tolerance=0.5, step_size=1.0, measure_examples=24)
-    module, _ = fit(tiny_subject, dual, steps=1)
-    data = FictitiousPeople("tiny", batch_size=4, eval_sets=["forget"])
+    module, _ = train(tiny_subject, dual, steps=1)
+    data = tiny_data(eval_sets=["forget"])
     data.setup()
     model = load_causal_lm(tiny_subject).eval()
     batch = next(iter(data.eval_dataloader(torch.utils.data.Subset(data.retain_set, range(24)), shard=False)))
@@ -67,7 +66,7 @@ def test_tolerance_measures_the_starting_retain_loss(tiny_subject):
 
 def test_epoch_updates(tiny_subject):
     dual = DualVariable(epsilon=0.0, step_size=1.0, init=1.0, update="epoch")
-    _, trace = fit(tiny_subject, dual, epochs=2)
+    _, trace = train(tiny_subject, dual, epochs=2)
     per_epoch = len(trace.lam) // 2
     assert len(set(trace.lam[:per_epoch])) == 1 and trace.lam[0] == 1.0
     expected = 1.0 + sum(trace.retain[:per_epoch]) / per_epoch
@@ -83,16 +82,21 @@ def test_bad_arguments():
         DualVariable(epsilon=1.0, update="batch")
 
 
+def test_a_method_without_a_retain_term_is_refused_before_the_first_step(tiny_subject):
+    module = GradAscent(model=tiny_subject, optimizer=adamw(), evaluate_at_start=False)
+    with pytest.raises(ValueError, match="DualVariable cannot be used with GradAscent: it constrains the retain term"):
+        fit(module, tiny_data(eval_sets=["forget"]), steps=1, callbacks=[DualVariable(epsilon=1.0)])
+    assert module.global_step == 0 and module.retain_weight == 1.0  # nothing trained, λ never set
+
+
 def run_resumable(tiny_subject, tmp_path, epochs, ckpt_path=None, name="run"):
-    seed_everything(0)
     dual = DualVariable(tolerance=0.1, step_size=1.0, warmup_steps=1)
-    module = ConstrainedEntropic(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=1e-3), save_model=False,
-                                 evaluate_at_start=False, retain_weight=50.0)
+    module = ConstrainedEntropic(model=tiny_subject, optimizer=adamw(), evaluate_at_start=False, retain_weight=50.0)
     ckpt = ModelCheckpoint(dirpath=tmp_path / name, save_last=True)
-    trainer = Trainer(max_epochs=epochs, callbacks=[dual, GradientProjection(k=2), ckpt], logger=False,
-                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                      num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget"]), ckpt_path=ckpt_path)
+    seed_everything(0)
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[dual, GradientProjection(k=2), ckpt],
+                            enable_checkpointing=True, limit_val_batches=0)
+    trainer.fit(module, datamodule=tiny_data(eval_sets=["forget"]), ckpt_path=ckpt_path)
     return module, dual, ckpt
 
 

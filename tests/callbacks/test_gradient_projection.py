@@ -1,13 +1,16 @@
 import copy
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback
+from safetensors.torch import load_file
 
-from lit_unlearn import FictitiousPeople, GradAscent, GradDiff, GradientProjection
+from lit_unlearn import GradAscent, GradDiff, GradientProjection
 from lit_unlearn.callbacks.gradient_projection import orthonormal_basis, project_out
 from lit_unlearn.objectives import gradient_ascent, nll
+from tests.helpers import adamw, fit, lit_unlearn, requires_ddp, tiny_cli_args, tiny_data
 
 
 def cos(a, b):
@@ -30,7 +33,7 @@ def test_orthonormal_basis_and_projection():
     assert abs(float((pw * a * w).sum())) < 1e-5 and abs(float((pw * b * w).sum())) < 1e-5
 
 
-class StepRecorder(Callback):
+class LastStep(Callback):
     """Keeps the last optimizer step's micro-batches, the weights before it and the gradients written."""
 
     def __init__(self):
@@ -45,14 +48,13 @@ class StepRecorder(Callback):
         self.grads = torch.cat([p.grad.reshape(-1).float() for p in module.model.parameters()])
 
 
-def run(tiny_subject, callbacks, accumulate=1, steps=2, optimizer=None, method=GradDiff, **kw):
-    seed_everything(0)
-    module = method(model=tiny_subject, optimizer=optimizer or partial(torch.optim.SGD, lr=1e-3), save_model=False,
-                    evaluate_at_start=False, **kw)
-    trainer = Trainer(max_steps=steps, accumulate_grad_batches=accumulate, callbacks=callbacks, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      limit_val_batches=0, num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=6, eval_sets=["forget"]))
+def run(tiny_subject, callbacks, steps=2, optimizer=None, method=GradDiff, retain_weight=1.0, accumulate=1,
+        **trainer_kw):
+    """``method`` (GradDiff, SGD 1e-3) on batches of 6 for ``steps`` optimizer steps; returns the module."""
+    module = method(model=tiny_subject, optimizer=optimizer or partial(torch.optim.SGD, lr=1e-3),
+                    evaluate_at_start=False, retain_weight=retain_weight)
+    fit(module, tiny_data(batch_size=6, eval_sets=["forget"]), steps=steps, callbacks=callbacks,
+        accumulate_grad_batches=accumulate, limit_val_batches=0, **trainer_kw)
     return module
 
 
@@ -60,7 +62,6 @@ def independent_gradients(model, batches, alpha, accumulate):
     """Total and retain gradients of GradDiff's loss at the given weights, by plain autograd."""
     params = list(model.parameters())
     total, retain = torch.zeros(sum(p.numel() for p in params)), torch.zeros(sum(p.numel() for p in params))
-    retain_all = []
     for b in batches:
         f, r = b["forget"], b["retain"]
         lf = gradient_ascent(model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits, f["labels"])
@@ -74,7 +75,7 @@ def independent_gradients(model, batches, alpha, accumulate):
 
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_projected_forget_update_is_orthogonal_to_retain_gradients(tiny_subject, accumulate):
-    gp, rec = GradientProjection(k=3, keep_last=True), StepRecorder()
+    gp, rec = GradientProjection(k=3, keep_last=True), LastStep()
     module = run(tiny_subject, [gp, rec], accumulate=accumulate, retain_weight=0.7)
     last = gp.last
     assert len(last["basis"]) == 3
@@ -104,12 +105,17 @@ def test_adam_metric(tiny_subject):
         norm = float(((gp.last["projected"] ** 2 * w).sum() * (chunk**2 * w).sum()).sqrt())
         assert abs(dot) / norm < 1e-5
     with pytest.raises(ValueError, match=r"betas\[0\] = 0 and weight_decay = 0"):
-        run(tiny_subject, [GradientProjection(metric="adam")], steps=1, optimizer=partial(torch.optim.AdamW, lr=1e-3))
+        run(tiny_subject, [GradientProjection(metric="adam")], steps=1, optimizer=adamw())
 
 
-def test_needs_a_retain_term(tiny_subject):
-    with pytest.raises(ValueError, match="GradientProjection needs a retain term"):
-        run(tiny_subject, [GradientProjection()], steps=1, method=GradAscent)
+def test_impossible_pairs_are_refused_before_the_first_step(tiny_subject):
+    pairs = ((GradAscent, [GradientProjection()], "no retain term"),
+             (GradDiff, [GradientProjection(k=2), GradientProjection(k=3)], "more than one GradientProjection"))
+    for method, callbacks, reason in pairs:
+        module = method(model=tiny_subject, optimizer=adamw(), evaluate_at_start=False)
+        with pytest.raises(ValueError, match=f"GradientProjection cannot be used with {method.__name__}: .*{reason}"):
+            fit(module, tiny_data(eval_sets=["forget"]), steps=1, callbacks=callbacks)
+        assert module.global_step == 0 and module.last_loss is None  # refused in setup: not a single step
 
 
 def test_bad_arguments():
@@ -119,30 +125,18 @@ def test_bad_arguments():
         GradientProjection(metric="fisher")
 
 
-@pytest.mark.skipif(__import__("sys").platform != "linux", reason="DDP on CPU is tested on Linux")
+@requires_ddp
 def test_ddp_two_processes_equal_one_with_the_doubled_batch(tmp_path, tiny_subject):
     """Retain gradients are averaged across ranks: 2 x batch 3 under DDP == 1 x batch 6."""
-    import os
-    import subprocess
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    root = Path(__file__).resolve().parents[2]
-    base = ["lit-unlearn", "fit", "--config", str(root / "configs/methods/gu_graddiff.yaml"), "--config",
-            str(root / "configs/data/fictitious_tiny.yaml"), "--trainer.max_steps=4", "--trainer.accelerator=cpu",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false",
-            "--model.init_args.compare_with=null", "--model.init_args.optimizer=torch.optim.SGD",
-            "--model.init_args.optimizer.init_args.lr=0.05"]
+    base = ["--trainer.enable_checkpointing=false", "--summary.gold=false",
+            "--model.init_args.optimizer=torch.optim.SGD", "--model.init_args.optimizer.init_args.lr=0.05"]
     runs = {"single": ["--trainer.devices=1", "--data.init_args.batch_size=6"],
             "ddp": ["--trainer.strategy=ddp", "--trainer.devices=2", "--data.init_args.batch_size=3"]}
     weights = {}
     for name, extra in runs.items():
-        save = tmp_path / name
-        out = subprocess.run(base + extra + [f"--trainer.logger.init_args.save_dir={save}"], capture_output=True,
-                             text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
-        weights[name] = load_file(next(save.rglob("model.safetensors")))
+        model = tmp_path / name / "model"
+        lit_unlearn(tiny_cli_args("gu_graddiff", *base, *extra, f"--save_pretrained.dirpath={model}"), cwd=tmp_path)
+        weights[name] = load_file(model / "model.safetensors")
     start = load_file(Path(tiny_subject) / "model.safetensors")
     moved = 0.0
     for key, value in weights["single"].items():
@@ -158,13 +152,7 @@ class ClippedNorm(Callback):
 
 def test_bf16_mixed_and_gradient_clipping(tiny_subject):
     gp, clipped = GradientProjection(k=2, keep_last=True), ClippedNorm()
-    seed_everything(0)
-    module = GradDiff(model=tiny_subject, optimizer=partial(torch.optim.SGD, lr=1e-3), save_model=False,
-                      evaluate_at_start=False)
-    trainer = Trainer(max_steps=2, precision="bf16-mixed", gradient_clip_val=1e-3, callbacks=[gp, clipped],
-                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      limit_val_batches=0, num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=6, eval_sets=["forget"]))
+    run(tiny_subject, [gp, clipped], precision="bf16-mixed", gradient_clip_val=1e-3)
     for chunk in gp.last["chunks"]:
         assert abs(cos(gp.last["projected"], chunk)) < 1e-5
     update_norm = float((gp.last["projected"] + gp.last["retain"]).norm())

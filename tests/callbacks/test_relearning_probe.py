@@ -1,29 +1,23 @@
-from functools import partial
-
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
 
-from lit_unlearn import FictitiousPeople, GradAscent, GradDiff, RelearningProbe
-
-
-def make(tiny_subject, method=GradDiff, lr=1e-3, **kw):
-    seed_everything(0)
-    return method(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=lr), save_model=False,
-                  evaluate_at_start=False, **kw)
+from lit_unlearn import GradAscent, GradDiff, RelearningProbe
+from tests.helpers import adamw, fit, tiny_data
 
 
-def fit(module, callbacks, steps):
-    trainer = Trainer(max_steps=steps, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget", "retain"]))
-    return trainer
+def train(tiny_subject, callbacks, steps, method=GradDiff, lr=1e-3):
+    """``method`` with AdamW at ``lr`` for ``steps`` steps; returns the trainer and the module."""
+    module = method(model=tiny_subject, optimizer=adamw(lr), evaluate_at_start=False)
+    trainer, _ = fit(module, tiny_data(eval_sets=["forget", "retain"]), steps=steps, callbacks=callbacks,
+                     limit_val_batches=0)
+    return trainer, module
 
 
 def test_probe_restores_weights_optimizer_and_rng_exactly(tiny_subject):
-    probe = RelearningProbe(at_end=False, steps=5, lr=1e-2)
-    module = make(tiny_subject, method=GradAscent, lr=5e-3)
-    trainer = fit(module, [probe], steps=8)
+    # Calibrated on CPU: the subject knows all 10 held-out facts, 5 GradAscent steps at 3e-3 leave 0 of
+    # them, 10 relearning steps at 3e-3 on the other half bring 9 back.
+    probe = RelearningProbe(at_end=False, steps=10, lr=3e-3)
+    trainer, module = train(tiny_subject, [probe], steps=5, method=GradAscent, lr=3e-3)
     before = {k: v.clone() for k, v in module.model.state_dict().items()}
     opt = trainer.optimizers[0]
     opt_before = {k: v.clone() for k, v in opt.state[next(iter(opt.state))].items() if torch.is_tensor(v)}
@@ -37,7 +31,8 @@ def test_probe_restores_weights_optimizer_and_rng_exactly(tiny_subject):
     probe._relearn_steps = relearn_and_look
     result = probe.probe(trainer, module)
     assert moved == [True]
-    assert result["unlearned"] < 1.0 and result["relearned"] > result["unlearned"]  # relearning brought some back
+    assert probe.start_value >= 0.9 and result["unlearned"] <= probe.start_value - 0.5  # clearly unlearned ...
+    assert result["relearned"] >= result["unlearned"] + 0.3  # ... and relearning clearly brought some back
     for k, v in module.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     for k, v in opt.state[next(iter(opt.state))].items():
@@ -47,11 +42,9 @@ def test_probe_restores_weights_optimizer_and_rng_exactly(tiny_subject):
 
 
 def test_a_probe_mid_run_leaves_training_bit_identical(tiny_subject):
-    plain = make(tiny_subject)
-    fit(plain, [], steps=8)
-    probed = make(tiny_subject)
+    _, plain = train(tiny_subject, [], steps=8)
     probe = RelearningProbe(every_n_steps=3, at_end=False, steps=4, lr=1e-2)
-    fit(probed, [probe], steps=8)
+    _, probed = train(tiny_subject, [probe], steps=8)
     assert [h["step"] for h in probe.history] == [3, 6]
     for (k, a), (_, b) in zip(plain.model.state_dict().items(), probed.model.state_dict().items()):
         assert torch.equal(a, b), k
@@ -59,8 +52,7 @@ def test_a_probe_mid_run_leaves_training_bit_identical(tiny_subject):
 
 def test_forgotten_facts_come_back_after_gradient_ascent(tiny_subject):
     probe = RelearningProbe(steps=20, lr=3e-3, relearn_fraction=0.5)
-    module = make(tiny_subject, method=GradAscent, lr=2e-3)
-    fit(module, [probe], steps=10)
+    train(tiny_subject, [probe], steps=10, method=GradAscent, lr=2e-3)
     result = probe.history[-1]
     assert probe.start_value >= 0.9  # the subject knew the held-out forget facts
     assert result["unlearned"] < 0.5 * probe.start_value  # gradient ascent removed them ...

@@ -1,12 +1,10 @@
-from functools import partial
-
 import pytest
-import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_unlearn import FictitiousPeople, GradAscent, StabilityGap
+from lit_unlearn import GradAscent, StabilityGap
 from lit_unlearn.evaluation.stability import stability_metrics
+from tests.helpers import adamw, quiet_trainer, tiny_data
 
 
 def test_metrics_on_a_synthetic_curve():
@@ -25,33 +23,34 @@ def test_metrics_on_a_synthetic_curve():
     assert rising == {"min_acc": 0.5, "gap": 0.0, "wf": 0.0}
 
 
-def fit(tiny_subject, callbacks, max_epochs, root, ckpt_path=None):
+def train(tiny_subject, callbacks, max_epochs, root, ckpt_path=None):
+    """GradAscent (AdamW 2e-3) for ``max_epochs`` epochs, resumed from ``ckpt_path`` if given."""
     seed_everything(0)
-    module = GradAscent(model=tiny_subject, optimizer=partial(torch.optim.AdamW, lr=2e-3), save_model=False,
-                        evaluate_at_start=False)
-    trainer = Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=root)
-    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=4, eval_sets=["forget", "retain", "neighbor"]),
-                ckpt_path=ckpt_path)
+    module = GradAscent(model=tiny_subject, optimizer=adamw(2e-3), evaluate_at_start=False)
+    trainer = quiet_trainer(max_epochs=max_epochs, callbacks=callbacks, enable_checkpointing=True, limit_val_batches=0,
+                            default_root_dir=root)
+    trainer.fit(module, datamodule=tiny_data(eval_sets=["forget", "retain", "neighbor"]), ckpt_path=ckpt_path)
     return trainer
 
 
 def test_callback_tracks_the_curves_and_resumes(tiny_subject, tmp_path):
     sg = StabilityGap(every_n_steps=2, subset_size=8, window=4)
-    fit(tiny_subject, [sg], max_epochs=2, root=tmp_path)  # 5 steps per epoch
+    train(tiny_subject, [sg], max_epochs=2, root=tmp_path)  # 5 steps per epoch
     assert [h["step"] for h in sg.history] == [0, 2, 4, 6, 8, 10]
     assert sg.history[0]["forget_acc"] >= 0.9 and sg.history[-1]["forget_acc"] < sg.history[0]["forget_acc"]
     expected = stability_metrics([h["step"] for h in sg.history], [h["retain_acc"] for h in sg.history],
                                  sg.history[-1]["forget_acc"], 4)
     assert sg.last["stability/gap"] == pytest.approx(expected["gap"])
     assert sg.last["stability/wc_acc"] == pytest.approx(expected["wc_acc"])
+    for name in ("forget", "retain", "neighbor"):  # each set's accuracy is logged under its own name
+        assert sg.last[f"stability/{name}/acc"] == pytest.approx(sg.history[-1][f"{name}_acc"])
     # resume: the history continues where it stopped
     part = StabilityGap(every_n_steps=2, subset_size=8, window=4)
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    fit(tiny_subject, [part, ckpt], max_epochs=1, root=tmp_path)
+    train(tiny_subject, [part, ckpt], max_epochs=1, root=tmp_path)
     resumed = StabilityGap(every_n_steps=2, subset_size=8, window=4)
-    fit(tiny_subject, [resumed, ModelCheckpoint(dirpath=tmp_path / "b")], max_epochs=2, root=tmp_path,
-        ckpt_path=ckpt.last_model_path)
+    train(tiny_subject, [resumed, ModelCheckpoint(dirpath=tmp_path / "b")], max_epochs=2, root=tmp_path,
+          ckpt_path=ckpt.last_model_path)
     assert [h["step"] for h in resumed.history] == [0, 2, 4, 6, 8, 10]
     for a, b in zip(resumed.history, sg.history):
         assert a == pytest.approx(b)

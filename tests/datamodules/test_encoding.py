@@ -15,7 +15,8 @@ def test_labels_masked_exactly_on_prompt_and_padding(tokenizer):
     batch = collate([data[0], data[1]], tokenizer.pad_token_id)
     for k in range(2):
         prompt = tokenizer("Question: " + RECORDS.rows[k]["question"] + "\nAnswer:")["input_ids"]
-        answer = tokenizer(" " + RECORDS.rows[k]["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        answer = tokenizer(" " + RECORDS.rows[k]["answer"], add_special_tokens=False)["input_ids"]
+        answer = answer + [tokenizer.eos_token_id]
         n = len(prompt) + len(answer)
         ids, labels, att = batch["input_ids"][k], batch["labels"][k], batch["attention_mask"][k]
         assert ids[:n].tolist() == prompt + answer

@@ -3,7 +3,12 @@ import json
 import pytest
 
 from lit_unlearn.datamodules.fictitious import (
-    ATTRIBUTE_NAMES, PRESETS, BenchmarkConfig, FictitiousBenchmark, forget_count, train_tokenizer,
+    ATTRIBUTE_NAMES,
+    PRESETS,
+    BenchmarkConfig,
+    FictitiousBenchmark,
+    forget_count,
+    train_tokenizer,
 )
 
 
@@ -23,7 +28,8 @@ def test_deterministic():
     a = FictitiousBenchmark("small").records("forget10")
     b = FictitiousBenchmark("small").records("forget10")
     assert json.dumps(a) == json.dumps(b)
-    other = FictitiousBenchmark(BenchmarkConfig(num_people=40, num_holdout=8, num_perturbed=3, neighbors_per_person=2, seed=1))
+    other = FictitiousBenchmark(BenchmarkConfig(num_people=40, num_holdout=8, num_perturbed=3, neighbors_per_person=2,
+                                                seed=1))
     assert [r["value"] for r in other.records("forget10")] != [r["value"] for r in a]
 
 

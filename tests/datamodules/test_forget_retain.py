@@ -131,7 +131,8 @@ def test_overlap_warns_with_count():
 
 def test_fields_mapping(tiny_tokenizer_dir):
     rows = [{"prompt": f"p{i}", "response": f"r{i}"} for i in range(3)]
-    dm = ForgetRetainDataModule(forget=rows, tokenizer=tiny_tokenizer_dir, fields={"question": "prompt", "answer": "response"})
+    dm = ForgetRetainDataModule(forget=rows, tokenizer=tiny_tokenizer_dir,
+                                fields={"question": "prompt", "answer": "response"})
     dm.setup()
     assert len(dm.forget_set) == 3
     assert (torch.as_tensor(dm.forget_set[0][1]) != -100).any()

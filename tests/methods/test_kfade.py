@@ -1,22 +1,19 @@
-from functools import partial
-
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from lit_unlearn import KFADE, FictitiousPeople
+from lit_unlearn import KFADE, SavePretrained
 from lit_unlearn.methods.kfade import collect_factors, eigenbasis, precondition, sample_labels
 from lit_unlearn.objectives import nll
+from tests.helpers import fit, tiny_data
+from tests.helpers.training import first_batch
 
 
 def test_factors_equal_explicit_expectations(random_model_dir, tiny_bench, tokenizer):
     model = AutoModelForCausalLM.from_pretrained(random_model_dir).eval()
     layer = model.model.layers[0].mlp.down_proj
-    data = FictitiousPeople("tiny", eval_sets=["forget"])
-    data.setup()
-    batch = next(iter(data.eval_dataloader(data.forget_set, batch_size=5, shard=False)))
+    batch = first_batch("forget", batch_size=5)
     batch = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -64,17 +61,20 @@ def test_enormous_damping_gives_the_plain_gradient_direction():
 
 
 def test_kfade_takes_its_steps_and_the_update_reapplies(tiny_subject, tmp_path):
-    seed_everything(0)
-    module = KFADE(model=tiny_subject, steps=2, trust_region=1e-2, save_dir=str(tmp_path / "model"))
-    trainer = Trainer(max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
-    trainer.fit(module, datamodule=FictitiousPeople("tiny", batch_size=5))
+    module = KFADE(model=tiny_subject, steps=2, trust_region=1e-2)
+    assert not KFADE.uses_sample_weights and module.retain_kind is None  # retain data gives curvature only
+    save = SavePretrained(dirpath=str(tmp_path / "model"))
+    trainer, _ = fit(module, tiny_data(batch_size=5), steps=None, max_epochs=5, callbacks=[save])
     assert module.steps_taken == 2 and trainer.global_step == 2 and trainer.current_epoch == 2
     assert module.summary["end"]["forget/nll"] > module.summary["start"]["forget/nll"]
-    update = load_file(tmp_path / "kfade_update.safetensors")
+    # the summed update is saved inside the model directory, beside the weights it produced
+    path = tmp_path / "model" / "kfade_update.safetensors"
+    update = load_file(path)
     assert set(update) == {f"model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)}
     copy = AutoModelForCausalLM.from_pretrained(tiny_subject)
-    KFADE.apply_update(copy, str(tmp_path / "kfade_update.safetensors"))
+    KFADE.apply_update(copy, str(path))
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "model").state_dict()
     for name, value in copy.state_dict().items():
         assert torch.allclose(value, module.model.state_dict()[name], atol=1e-6), name
+        assert torch.allclose(value, saved[name], atol=1e-6), name
     assert all(v.device.type == "cpu" for b in module.bases.values() for v in b.values())

@@ -74,28 +74,27 @@ def close_set_writers(logger) -> None:
 
 
 def custom_layout(sets: Iterable[str], metrics: Iterable[str], groups: Iterable[str]) -> dict:
-    """A custom-scalars layout with only charts that will have data: one chart per evaluation
-    metric (a line per set run), and one per extra group present (``stability``, ``suite``,
+    """A custom-scalars layout with only charts that will have data, one tag per chart (so each
+    line is a run, in its own colour, named in the legend): one chart per evaluation metric
+    (a line per set), and the charts of the extra groups present (``stability``, ``suite``,
     ``relearn``, ``gp``, ``dual``)."""
     titles = {"fact_acc": "fact accuracy (whole fact span predicted)", "token_acc": "answer token accuracy",
               "nll": "answer NLL", "prob": "answer probability"}
-    charts = {titles.get(m, m): ["Multiline", [f"^{EVAL_GROUP}/{m}$"]] for m in metrics}
-    groups = set(groups)
-    if "stability" in groups:
-        charts["stability: accuracy on fixed subsets"] = ["Multiline", [r"^stability/acc$"]]
-        charts["stability: min-ACC, gap, WC-ACC"] = ["Multiline", [r"^stability/(min_acc|gap|wc_acc)$"]]
-    if "suite" in groups:
-        charts["suite: forget quality, model utility, score"] = [
-            "Multiline", [r"^suite/(forget_quality|model_utility|score)$"]]
-        charts["suite: ROUGE-L recall"] = ["Multiline", [r"^suite/rougeL_recall$"]]
-    if "relearn" in groups:
-        charts["relearning probe"] = ["Multiline", [r"^relearn/"]]
-    if "dual" in groups:
-        charts["dual variable"] = ["Multiline", [r"^dual/(lambda|slack)$"]]
-    if "gp" in groups:
-        charts["gradient projection"] = ["Multiline", [r"^gp/"]]
-    charts["training loss"] = ["Multiline", [r"^train/(loss|forget_nll)$"]]  # KFADE logs its forget NLL
-    return {"lit-unlearn: forget vs retain": charts}
+    charts = {titles.get(m, m): f"{EVAL_GROUP}/{m}" for m in metrics}
+    extra = {
+        "stability": {"stability: accuracy on fixed subsets": "stability/acc",
+                      "stability: gap (start - min-ACC, retain)": "stability/gap",
+                      "stability: WC-ACC": "stability/wc_acc"},
+        "suite": {"suite: forget quality": "suite/forget_quality", "suite: model utility": "suite/model_utility",
+                  "suite: ROUGE-L recall": "suite/rougeL_recall"},
+        "relearn": {"relearning probe: recovery": "relearn/recovery"},
+        "dual": {"dual variable λ (retain_weight)": "dual/lambda"},
+        "gp": {"gradient projection: removed fraction": "gp/removed_fraction"},
+    }
+    for group in dict.fromkeys(groups):
+        charts.update(extra.get(group, {}))
+    charts["training loss"] = "train/loss"
+    return {"lit-unlearn: forget vs retain": {title: ["Multiline", [f"^{tag}$"]] for title, tag in charts.items()}}
 
 
 def write_hparams(logger, params: dict[str, Any], metric_keys: Iterable[str], sets: Iterable[str]) -> None:
@@ -106,7 +105,8 @@ def write_hparams(logger, params: dict[str, Any], metric_keys: Iterable[str], se
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams
 
-    values = _sanitize_params(_flatten_dict(_convert_params(dict(params))))
+    params = {k: v for k, v in dict(params).items() if not str(k).startswith("_")}  # not the CLI's _class_path
+    values = _sanitize_params(_flatten_dict(_convert_params(params)))
     experiment, start, end = hparams(values, {})
     sets = list(sets)
     infos = []

@@ -222,10 +222,11 @@ class KFADE(UnlearningModule):
         obj = self.objectives(batch)
         self.last_objectives = obj
         loss = obj.forget.mean()
+        self.last_loss = loss.detach()
         self.manual_backward(loss)  # gradients of the forget NLL accumulate over the epoch
         self._batches += 1
-        if self.should_log():
-            self.log("train/forget_nll", loss.detach(), prog_bar=True)
+        if self.should_log():  # the forget NLL, which K-FADE's steps go up
+            self.log("train/loss", loss.detach(), prog_bar=True)
         if self.trainer.is_last_batch:
             self.gauss_newton_step()
         return loss.detach()

@@ -122,6 +122,8 @@ def test_the_layout_shows_only_charts_with_data(server):
     layout = get(f"{server}/data/plugin/custom_scalars/layout")
     charts = {ch["title"]: ch["multiline"]["tag"] for c in layout["category"] for ch in c["chart"]}
     assert any(r == ["^eval/fact_acc$"] for r in charts.values())
+    # one tag per chart: every line is a run (a set) in its own colour, named in the legend
+    assert all(len(r) == 1 and r[0].startswith("^") and r[0].endswith("$") for r in charts.values())
     for title, regexes in charts.items():
         assert any(re.search(r, t) for r in regexes for t in served), f"chart {title!r} has no data"
     assert not any("suite" in title for title in charts)  # no SuiteEvaluation in the quickstart
@@ -132,7 +134,8 @@ def test_final_metrics_are_hparams_columns_of_the_set_runs(server, run_dir):
     experiment = get(f"{server}/data/plugin/hparams/experiment", {"experimentName": ""})
     metrics = {(m["name"].get("group", ""), m["name"]["tag"]) for m in experiment["metricInfos"]}
     assert {("forget", "eval/fact_acc"), ("retain", "eval/fact_acc"), ("", "relearn/recovery")} <= metrics
-    assert "beta" in {h["name"] for h in experiment["hparamInfos"]}
+    names = {h["name"] for h in experiment["hparamInfos"]}
+    assert "beta" in names and not any(n.startswith("_") for n in names)  # no CLI bookkeeping (_class_path)
 
 
 def test_hparams_metric_values_are_the_final_points(server, run_dir):

@@ -73,28 +73,20 @@ def close_set_writers(logger) -> None:
         _WRITERS.pop(path).close()
 
 
-def custom_layout(sets: Iterable[str], metrics: Iterable[str], groups: Iterable[str]) -> dict:
-    """A custom-scalars layout with only charts that will have data, one tag per chart (so each
-    line is a run, in its own colour, named in the legend): one chart per evaluation metric
-    (a line per set), and the charts of the extra groups present (``stability``, ``suite``,
-    ``relearn``, ``gp``, ``dual``)."""
-    titles = {"fact_acc": "fact accuracy (whole fact span predicted)", "token_acc": "answer token accuracy",
-              "nll": "answer NLL", "prob": "answer probability"}
-    charts = {titles.get(m, m): f"{EVAL_GROUP}/{m}" for m in metrics}
-    extra = {
-        "stability": {"stability: accuracy on fixed subsets": "stability/acc",
-                      "stability: gap (start - min-ACC, retain)": "stability/gap",
-                      "stability: WC-ACC": "stability/wc_acc"},
-        "suite": {"suite: forget quality": "suite/forget_quality", "suite: model utility": "suite/model_utility",
-                  "suite: ROUGE-L recall": "suite/rougeL_recall"},
-        "relearn": {"relearning probe: recovery": "relearn/recovery"},
-        "dual": {"dual variable λ (retain_weight)": "dual/lambda"},
-        "gp": {"gradient projection: removed fraction": "gp/removed_fraction"},
-    }
-    for group in dict.fromkeys(groups):
-        charts.update(extra.get(group, {}))
-    charts["training loss"] = "train/loss"
-    return {"lit-unlearn: forget vs retain": {title: ["Multiline", [f"^{tag}$"]] for title, tag in charts.items()}}
+TITLES = {  # chart titles; other charts are titled by their tag
+    "eval/fact_acc": "fact accuracy (whole fact span predicted)", "eval/token_acc": "answer token accuracy",
+    "eval/nll": "answer NLL", "eval/prob": "answer probability", "train/loss": "training loss",
+    "stability/acc": "stability: accuracy on fixed subsets",
+}
+
+
+def custom_layout(keys: Iterable[str], sets: Iterable[str]) -> dict:
+    """A custom-scalars layout with one chart per tag that ``keys`` (metric names, see :func:`place`)
+    log to: every line of a chart is a run (a set), in its own colour, named in the legend, and no
+    chart is there without data."""
+    sets = list(sets)
+    tags = dict.fromkeys(place(key, sets)[1] for key in keys)
+    return {"lit-unlearn: forget vs retain": {TITLES.get(tag, tag): ["Multiline", [f"^{tag}$"]] for tag in tags}}
 
 
 def write_hparams(logger, params: dict[str, Any], metric_keys: Iterable[str], sets: Iterable[str]) -> None:

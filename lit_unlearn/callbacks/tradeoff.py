@@ -10,7 +10,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_unlearn.tensorboard import close_set_writers, custom_layout, tensorboard_loggers, write_hparams
+from lit_unlearn.tensorboard import custom_layout, tensorboard_loggers, write_hparams
 from lit_unlearn.utils import atomic_file, atomic_write_text
 
 
@@ -42,29 +42,39 @@ class TradeOffCurves(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         for logger in tensorboard_loggers(trainer.loggers) if trainer.is_global_zero else []:
             if id(logger.experiment) not in self._writers:
-                sets, metrics = self._eval_layout(trainer, pl_module)
-                logger.experiment.add_custom_scalars(custom_layout(sets, metrics, self._groups(trainer)))
+                keys, sets = self.curves(trainer, pl_module, final=False)
+                if trainer.log_every_n_steps <= trainer.estimated_stepping_batches:  # the loss will be logged
+                    keys.append("train/loss")
+                logger.experiment.add_custom_scalars(custom_layout(keys, sets))
                 self._writers.add(id(logger.experiment))
 
     @staticmethod
-    def _eval_layout(trainer: Trainer, pl_module: LightningModule) -> tuple[list[str], list[str]]:
-        """Evaluation sets and teacher-forced metrics the run logs (from the start evaluation when
-        there was one, else from the datamodule: fact accuracy only where records mark a fact span)."""
+    def curves(trainer: Trainer, pl_module: LightningModule, final: bool) -> tuple[list[str], set[str]]:
+        """The metric names this run logs (and the set names among their segments): the module's
+        evaluations (from its first or, with ``final``, its last evaluation; before any, from the
+        datamodule: fact accuracy only where records mark a fact span) and the curves of the other
+        callbacks on the Trainer (StabilityGap's and SuiteEvaluation's from their start evaluation)."""
         history = getattr(pl_module, "eval_history", [])
         if history:
-            keys = [k for k in history[0] if k != "step"]
-            return sorted({k.split("/")[0] for k in keys}), sorted({k.split("/", 1)[1] for k in keys})
-        encoded = getattr(trainer.datamodule, "eval_encoded", {}) or {}
-        metrics = ["nll", "prob", "token_acc"]
-        if any(data[i][2] is not None for data in encoded.values() for i in range(min(len(data), 64))):
-            metrics.append("fact_acc")
-        return sorted(encoded), metrics
-
-    @staticmethod
-    def _groups(trainer: Trainer) -> list[str]:
-        names = {"StabilityGap": "stability", "SuiteEvaluation": "suite", "RelearningProbe": "relearn",
-                 "DualVariable": "dual", "GradientProjection": "gp"}
-        return [names[type(cb).__name__] for cb in trainer.callbacks if type(cb).__name__ in names]
+            keys = [k for k in history[-1 if final else 0] if k != "step" and _finite(history[-1 if final else 0][k])]
+        else:
+            encoded = getattr(trainer.datamodule, "eval_encoded", {}) or {}
+            facts = any(d[i][2] is not None for d in encoded.values() for i in range(min(len(d), 64)))
+            keys = [f"{s}/{m}" for s in encoded for m in ("nll", "prob", "token_acc") + (("fact_acc",) * facts)]
+        sets = {k.split("/")[0] for k in keys}
+        for callback in trainer.callbacks:
+            name = type(callback).__name__
+            if name == "StabilityGap":
+                sets |= set(getattr(callback, "_names", []))
+                keys += [f"stability/{s}/acc" for s in getattr(callback, "_names", [])]
+                keys += ["stability/gap", "stability/wc_acc"]
+            elif name == "SuiteEvaluation" and callback.history:
+                sets |= set((callback.suite or pl_module.suite).required_sets())
+                keys += [f"suite/{k}" for k in callback.history[-1 if final else 0] if k != "step"]
+            else:
+                keys += {"RelearningProbe": ["relearn/recovery"], "DualVariable": ["dual/lambda"],
+                         "GradientProjection": ["gp/removed_fraction"]}.get(name, [])
+        return list(dict.fromkeys(keys)), sets
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # every rank asks: a collective under DDP
@@ -88,16 +98,11 @@ class TradeOffCurves(Callback):
             import matplotlib.pyplot as plt
 
             plt.close(figure)
-        final = [k for k in history[-1] if k != "step" and _finite(history[-1][k])]
-        extra = {"stability": ["stability/gap", "stability/wc_acc"], "relearn": ["relearn/recovery"],
-                 "suite": ["suite/forget_quality", "suite/model_utility", "suite/score"], "dual": ["dual/lambda"]}
-        final += [key for group in self._groups(trainer) for key in extra.get(group, [])]
-        sets = {k.split("/")[0] for k in history[-1] if k != "step"}
+        final, sets = self.curves(trainer, pl_module, final=True)
         tensorboard = tensorboard_loggers(trainer.loggers)
         for logger in trainer.loggers:
             if logger in tensorboard:
                 write_hparams(logger, pl_module.hparams, final, sets)
-                close_set_writers(logger)
                 continue
             metrics = {f"hp/{k}": history[-1][k] for k in final if k in history[-1]}
             try:

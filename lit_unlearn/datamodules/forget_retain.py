@@ -123,6 +123,7 @@ class ForgetRetainDataModule(LightningDataModule):
         self.eval_encoded: dict[str, EncodedSet] = {}
         self.test_encoded: dict[str, EncodedSet] = {}
         self.tokenizer = None
+        self._fingerprint: dict[str, str] | None = None
 
     # ---------------------------------------------------------------- loading
     def _load_named(self, sets: dict[str, Source], arg: str) -> dict[str, Records]:
@@ -213,6 +214,7 @@ class ForgetRetainDataModule(LightningDataModule):
         return tok
 
     def setup(self, stage: str | None = None) -> None:
+        self._fingerprint = None
         cache: dict[int, EncodedSet] = {}
 
         def encoded(records: Records, role: str) -> EncodedSet:
@@ -286,6 +288,8 @@ class ForgetRetainDataModule(LightningDataModule):
         import hashlib
 
         self._require_setup()
+        if self._fingerprint is not None:
+            return dict(self._fingerprint)
         sets = {"forget": self.forget_set, "retain": self.retain_set, **{f"neighbor/{k}": v for k, v in
                 self.neighbor_encoded.items()}, **{f"val/{k}": v for k, v in self.eval_encoded.items()}}
         out, total = {}, hashlib.sha256()
@@ -300,7 +304,8 @@ class ForgetRetainDataModule(LightningDataModule):
             out[name] = h.hexdigest()
             total.update(f"{name}:{out[name]};".encode())
         out["all"] = total.hexdigest()
-        return out
+        self._fingerprint = out  # the encoded sets only change in setup, which resets it
+        return dict(out)
 
     def _resume(self, sampler, batches_per_epoch: int, items_per_batch: int) -> None:
         """Start ``sampler`` where a resumed fit stopped: the restored epoch's order, less the

@@ -123,7 +123,6 @@ class UnlearningModule(EvaluationHooks):
         self.save_hyperparameters(ignore=ignore)
         self.model: nn.Module | None = self.source.module
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.quantization, self.lora = quantization, self.source.lora
         self.evaluate_at_start = evaluate_at_start
         self.compare_with = check_model_name(compare_with) if compare_with else None
         self.suite = suite
@@ -138,6 +137,15 @@ class UnlearningModule(EvaluationHooks):
         self._reference: ref.FrozenCopy | None = None
 
     # ------------------------------------------------------------------ model
+    @property
+    def lora(self) -> dict[str, Any] | None:
+        """The ``lora`` options (None: full fine-tuning)."""
+        return self.source.lora
+
+    @property
+    def quantization(self) -> str | None:
+        return self.source.quantization
+
     @property
     def model_path(self) -> str | None:
         """Local directory or hub id of the starting model (a built-in one is built on first use)."""

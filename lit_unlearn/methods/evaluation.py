@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from lit_unlearn.evaluation import EvalSuite, SuiteResult, TeacherForcedMetrics
 from lit_unlearn.evaluation.teacher_forced import evaluate_teacher_forced
 from lit_unlearn.methods.context import EvalContext
-from lit_unlearn.tensorboard import log_metrics
+from lit_unlearn.tensorboard import close_set_writers, log_metrics, tensorboard_loggers
 
 
 class EvaluationHooks(LightningModule):
@@ -59,11 +59,12 @@ class EvaluationHooks(LightningModule):
     def _compute(self, names: list[str]) -> dict[str, float]:
         results = {}
         for name in names:
-            metric = self.eval_metrics[name.replace(".", "_")] if name.replace(".", "_") in self.eval_metrics else None
-            if metric is not None and metric.update_count:
-                results.update({f"{name}/{k}": float(v) for k, v in metric.compute().items()})
-            if metric is not None:
-                metric.reset()
+            key = name.replace(".", "_")
+            if key not in self.eval_metrics:
+                continue
+            if self.eval_metrics[key].update_count:
+                results.update({f"{name}/{k}": float(v) for k, v in self.eval_metrics[key].compute().items()})
+            self.eval_metrics[key].reset()
         return results
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -119,6 +120,10 @@ class EvaluationHooks(LightningModule):
         if self._last_eval_step != self.global_step and self._datamodule().eval_encoded:
             self.summary["end"] = self.evaluate("val", step=self.global_step)
             self._last_eval_step = self.global_step
+
+    def on_fit_end(self) -> None:
+        for logger in tensorboard_loggers(self.loggers):  # the per-set runs of this fit are complete
+            close_set_writers(logger)
 
     def _log_eval(self, results: dict[str, float], step: int) -> None:
         """Log evaluation results at ``step`` = optimizer steps taken (0 = the starting model).

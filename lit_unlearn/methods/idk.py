@@ -60,7 +60,7 @@ class IdkNLL(_RefusalMixin, UnlearningModule):
     """
 
     forget_doc = "NLL of a refusal answer (I-don't-know style; 22 shipped or a file)"
-    retain_doc = 'NLL'
+    retain_doc = "NLL"
 
     requires_retain = True
 

@@ -1,9 +1,7 @@
 """Suites end to end: on the tiny benchmark, on files in the TOFU and MUSE schemas, through the CLI."""
 
 import json
-import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
@@ -14,10 +12,9 @@ from lit_unlearn.cli import cli_main
 from lit_unlearn.datamodules.fictitious import FictitiousBenchmark
 from lit_unlearn.evaluation import greedy_generate
 from lit_unlearn.models import load_causal_lm
+from tests.helpers import ROOT, TINY, lit_unlearn, method_config, requires_ddp
 
-ROOT = Path(__file__).resolve().parents[2]
-NPO = str(ROOT / "configs/methods/npo.yaml")
-TINY = str(ROOT / "configs/data/fictitious_tiny.yaml")
+NPO = method_config("npo")
 TOFU_SUITE = str(ROOT / "configs/eval/tofu_suite.yaml")
 
 
@@ -154,6 +151,7 @@ trainer:
       init_args: {{every_n_steps: 2}}
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{monitor: suite/forget_quality, mode: max, every_n_train_steps: 2, dirpath: {tmp_path / 'ckpt'}}}
+    - class_path: lit_unlearn.TradeOffCurves
 """)
     cli = cli_main(["fit", "--config", str(ROOT / "configs/methods/grad_ascent.yaml"), "--config", TINY,
                     "--config", TOFU_SUITE, "--config", str(callbacks), "--trainer.max_steps=4",
@@ -172,20 +170,28 @@ trainer:
     ckpt = cli.trainer.checkpoint_callback
     assert ckpt.best_model_path and float(ckpt.best_model_score) == pytest.approx(
         max(e.value for e in acc.Scalars("suite/forget_quality")[1:]), rel=1e-5)
+    # TradeOffCurves' layout has the suite's charts, and each has data in the run or a set's run
+    layout = [t for t in acc.Tags()["tensors"] if "custom_scalars" in t]
+    assert layout
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.util import tensor_util
+
+    proto = layout_pb2.Layout.FromString(tensor_util.make_ndarray(acc.Tensors(layout[0])[0].tensor_proto).item())
+    tags = [chart.multiline.tag[0] for category in proto.category for chart in category.chart]
+    assert "^suite/forget_quality$" in tags and "^suite/rougeL_recall$" in tags and "^eval/fact_acc$" in tags
+    logged = set(acc.Tags()["scalars"]) | set(forget_run.Tags()["scalars"])
+    assert [tag for tag in tags if not any(re.fullmatch(tag.strip("^$"), t) for t in logged)] == []
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU is tested on Linux")
+@requires_ddp
 def test_ddp_sharded_suite_equals_single_process(tmp_path, tiny_subject, tiny_gold):
-    base = ["lit-unlearn", "test", "--config", NPO, "--config", TINY, "--config", TOFU_SUITE,
-            "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = ["test", "--config", NPO, "--config", TINY, "--config", TOFU_SUITE, "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false"]
     results = {}
     for devices in (1, 2):
         save = tmp_path / f"d{devices}"
         extra = ["--trainer.strategy=ddp", "--trainer.devices=2"] if devices == 2 else ["--trainer.devices=1"]
-        out = subprocess.run(base + extra + [f"--trainer.logger.init_args.save_dir={save}"], env=env,
-                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
+        lit_unlearn(base + extra + [f"--trainer.logger.init_args.save_dir={save}"], cwd=tmp_path)
         results[devices] = json.loads(next(save.rglob("results.json")).read_text())["metrics"]
     one, two = results[1], results[2]
     assert one.keys() == two.keys()

@@ -72,6 +72,10 @@ class DualVariable(Callback):
         pl_module.retain_weight = self.lam
         if self.tolerance is not None and self.start_retain_loss is None:
             self.start_retain_loss = self._measure(trainer, pl_module)
+            if self.start_retain_loss <= 1e-6:  # RMU's activation distance, a KL retain term: 0 at the start
+                raise checks.incompatible("DualVariable(tolerance=...)", pl_module, f"the method's retain loss "
+                                          f"({pl_module.retain_kind}) is {self.start_retain_loss:.3g} on the starting "
+                                          "model, so a bound relative to it is 0 and cannot be met; give `epsilon`")
             self.epsilon = (1 + self.tolerance) * self.start_retain_loss
         self._seen_step = trainer.global_step
 

@@ -64,6 +64,14 @@ def test_tolerance_measures_the_starting_retain_loss(tiny_subject):
     assert dual.epsilon == pytest.approx(1.5 * float(start.mean()), rel=1e-5)
 
 
+def test_tolerance_on_a_retain_term_that_starts_at_zero_is_refused_before_the_first_step(tiny_subject):
+    # KL to the starting model is 0 there, so (1 + tolerance) x 0 is no bound; epsilon works
+    with pytest.raises(ValueError, match=r"DualVariable\(tolerance=...\) cannot be used with GradDiff: .*\(kl\) is "):
+        train(tiny_subject, DualVariable(tolerance=0.5), steps=1, retain_loss="kl")
+    module, _ = train(tiny_subject, DualVariable(epsilon=0.01), steps=2, retain_loss="kl")
+    assert module.global_step == 2
+
+
 def test_epoch_updates(tiny_subject):
     dual = DualVariable(epsilon=0.0, step_size=1.0, init=1.0, update="epoch")
     _, trace = train(tiny_subject, dual, epochs=2)

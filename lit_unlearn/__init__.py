@@ -1,5 +1,6 @@
 """lit-unlearn: machine unlearning of causal language models with PyTorch Lightning."""
 
+from lit_unlearn import pretrained as _pretrained  # noqa: F401  (registers builtin:smollm2-135m)
 from lit_unlearn import zoo as _zoo  # noqa: F401  (registers the builtin: model names)
 from lit_unlearn.callbacks import (
     DataAttributionWeights,
@@ -14,8 +15,9 @@ from lit_unlearn.callbacks import (
     TradeOffCurves,
 )
 from lit_unlearn.datamodules import FictitiousPeople, ForgetRetainDataModule
-from lit_unlearn.evaluation import MUSESuite, TOFUSuite
+from lit_unlearn.evaluation import MUSESuite, RWKUSuite, TOFUSuite
 from lit_unlearn.methods import (
+    ICU,
     KFADE,
     NPO,
     REGLU,
@@ -34,11 +36,13 @@ from lit_unlearn.methods import (
     UnlearningModule,
 )
 from lit_unlearn.models import load_causal_lm, load_tokenizer
+from lit_unlearn.rwku import RWKU
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "KFADE", "NPO", "REGLU", "RMU", "SRMU", "UNDIAL", "ConstrainedEntropic", "DataAttributionWeights",
+    "ICU", "KFADE", "NPO", "REGLU", "RMU", "RWKU", "RWKUSuite", "SRMU", "UNDIAL", "ConstrainedEntropic",
+    "DataAttributionWeights",
     "DivergenceGuard", "DualVariable", "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent",
     "GradDiff", "GradientProjection", "IdkDPO", "IdkNLL", "MUSESuite", "Objectives", "RelearningProbe", "RunSummary",
     "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves",

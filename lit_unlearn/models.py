@@ -36,7 +36,7 @@ def check_model_name(name: str, require_config: bool = True) -> str:
     if not isinstance(name, (str, os.PathLike)) or not str(name):
         raise ValueError(f"model must be a local directory or a Hugging Face hub id, got {name!r}")
     name = str(name)
-    for prefix in _RESOLVERS:
+    for prefix in _prefixes():
         if name.startswith(prefix):
             if prefix in _CHECKS:
                 _CHECKS[prefix](name)
@@ -54,22 +54,47 @@ def resolve_model_path(name: str, require_config: bool = True) -> str:
     if not isinstance(name, (str, os.PathLike)) or not str(name):
         raise ValueError(f"model must be a local directory or a Hugging Face hub id, got {name!r}")
     name = str(name)
-    for prefix, resolver in _RESOLVERS.items():
+    for prefix in _prefixes():
         if name.startswith(prefix):
-            return resolver(name)
+            return _RESOLVERS[prefix](name)
     if _looks_local(name):
         path = Path(name).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"Model path '{name}' does not exist. Point `model` at a directory written by "
                                     "`save_pretrained` (with config.json), or at a hub id such as 'org/name'.")
+        if path.is_file() and path.suffix == ".gguf":
+            return str(path)
         if not path.is_dir():
             raise NotADirectoryError(f"Model path '{name}' is a file; expected a directory written by "
-                                     "`save_pretrained`.")
+                                     "`save_pretrained` or a .gguf file.")
         if require_config and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"Model directory '{name}' has no config.json; expected a directory written by "
                                     "`save_pretrained` (or a LoRA adapter with adapter_config.json).")
         return str(path)
     return name
+
+
+def _prefixes() -> list[str]:
+    """Registered prefixes, longest first (``builtin:smollm2`` before ``builtin:``)."""
+    return sorted(_RESOLVERS, key=len, reverse=True)
+
+
+GGUF_INSTALL = 'pip install "lit-unlearn[gguf]" (from a checkout: pip install -e ".[gguf]")'
+
+
+def gguf_source(path: str, gguf_file: str | None = None) -> tuple[str, str] | None:
+    """``(directory or hub id, file name)`` when ``path`` is a ``.gguf`` file or ``gguf_file`` is
+    given; None for an ordinary checkpoint. Checks that the ``gguf`` package is installed."""
+    if gguf_file is None and not str(path).endswith(".gguf"):
+        return None
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise ImportError(f"Loading the GGUF file {gguf_file or path} needs the `gguf` package: "
+                          f"{GGUF_INSTALL}") from None
+    if gguf_file is not None:
+        return str(path), gguf_file
+    return str(Path(path).parent), Path(path).name
 
 
 def _looks_local(name: str) -> bool:
@@ -100,13 +125,20 @@ def _hub_error(name: str, what: str, err: Exception) -> OSError:
         f"offline, download it elsewhere (`hf download {name} --local-dir DIR`), copy DIR here and pass its path.")
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False, padding_side: str = "right"):
-    """A tokenizer with a pad token (the EOS token when the checkpoint has none)."""
+def load_tokenizer(name: str, trust_remote_code: bool = False, padding_side: str = "right",
+                   gguf_file: str | None = None):
+    """A tokenizer with a pad token (the EOS token when the checkpoint has none); from a
+    ``.gguf`` file (or ``gguf_file`` in the directory or hub repo ``name``) with its chat template."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name, require_config=False)
+    gguf = gguf_source(path, gguf_file)
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if gguf is not None:
+            with quiet_transformers():
+                tok = AutoTokenizer.from_pretrained(gguf[0], gguf_file=gguf[1], trust_remote_code=trust_remote_code)
+        else:
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as err:
         if Path(path).exists():
             raise
@@ -184,6 +216,7 @@ def load_causal_lm(
     revision: str | None = None,
     quantization: str | None = None,
     adapter_quantization: bool = True,
+    gguf_file: str | None = None,
 ):
     """Load a causal LM in train mode.
 
@@ -196,6 +229,9 @@ def load_causal_lm(
         quantization: ``"nf4"``, ``"fp4"`` (4-bit) or ``"int8"`` through bitsandbytes; None loads full weights.
         adapter_quantization: for a saved lit-unlearn adapter and ``quantization`` None, load the
             base quantized as the adapter was trained (False: full precision, adapter merged).
+        gguf_file: a GGUF file in the directory or hub repo ``name`` (``name`` may also be the
+            path of a ``.gguf`` file). Its weights are dequantized into ``dtype`` (default
+            float32) and put in a plain model of the same config, which saves as safetensors.
     """
     from transformers import AutoModelForCausalLM
 
@@ -211,6 +247,13 @@ def load_causal_lm(
         kwargs["quantization_config"] = quantization_config(quantization, dtype)
         if quantization == "int8":  # bitsandbytes' expected fp16 cast, once per matmul otherwise
             warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+    gguf = gguf_source(path, gguf_file)
+    if gguf is not None:
+        if quantization is not None:
+            raise ValueError(f"quantization={quantization!r} of a GGUF file: convert it first (load it, then "
+                             "`save_causal_lm` to a directory) and quantize the saved directory")
+        model = _load_gguf(*gguf, dtype or torch.float32, trust_remote_code)
+        return _finish_loading(model, gradient_checkpointing)
     adapter = Path(path) / "adapter_config.json"
     if adapter.is_file():  # a LoRA adapter saved by lit-unlearn: load its base, then the adapter
         if quantization is None and adapter_quantization and (Path(path) / ADAPTER_INFO).is_file():
@@ -225,6 +268,10 @@ def load_causal_lm(
         raise _hub_error(name, "model", err) from err
     if quantization in ("nf4", "fp4"):
         _keep_4bit_layout(model)
+    return _finish_loading(model, gradient_checkpointing)
+
+
+def _finish_loading(model, gradient_checkpointing: bool):
     if gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -232,6 +279,30 @@ def load_causal_lm(
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model.train()
+
+
+def _load_gguf(where: str, file: str, dtype: torch.dtype, trust_remote_code: bool):
+    """A GGUF checkpoint as a plain model: transformers marks a GGUF-loaded model as quantized
+    and refuses to save it, so its weights move into a fresh model built from the same config."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with quiet_transformers():
+            loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=file, dtype=dtype,
+                                                          trust_remote_code=trust_remote_code)
+    except OSError as err:
+        if Path(where).exists():
+            raise
+        raise _hub_error(f"{where}/{file}", "GGUF model", err) from err
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
+    model.generation_config = loaded.generation_config
+    return model
 
 
 def _keep_4bit_layout(model) -> None:

@@ -50,6 +50,8 @@ class ForgetRetainDataModule(LightningDataModule):
         neighbor_sets: named sets of neighbor records for modular sampling; each record's
             ``neighbor_of`` field names the forget entity (or a list of them) it relates to.
         neighbor_fraction: share of each modular batch's retain rows drawn from the neighbors.
+        suite_sets: named sets that only evaluation suites read (in both stages): not tokenised,
+            no dataloader, any fields (e.g. probe records, multiple-choice questions).
         max_eval_examples: evaluate on a seeded subset of at most this many rows per set.
         num_workers: DataLoader workers (0 is fastest for pre-tokenised data).
         seed: seed of the sampling and of evaluation subsets.
@@ -71,6 +73,7 @@ class ForgetRetainDataModule(LightningDataModule):
         sampling: str = "paired",
         neighbor_sets: dict[str, Source] | None = None,
         neighbor_fraction: float = 0.5,
+        suite_sets: dict[str, Source] | None = None,
         max_eval_examples: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -113,6 +116,7 @@ class ForgetRetainDataModule(LightningDataModule):
                              f"got {neighbor_fraction!r}")
         self.neighbor_fraction = neighbor_fraction
         self.neighbor_records = self._load_named(neighbor_sets, "neighbor_sets") if neighbor_sets else {}
+        self.suite_records = self._load_named(suite_sets, "suite_sets") if suite_sets else {}
         self._check_fields()
         self._warn_overlap()
         if sampling == "modular":
@@ -144,6 +148,11 @@ class ForgetRetainDataModule(LightningDataModule):
             if not len(out[name]):
                 raise ValueError(f"ForgetRetainDataModule: evaluation set '{name}' ({out[name].origin}) is empty")
         return out
+
+    def records_for(self, stage: str) -> dict[str, Records]:
+        """The records an evaluation suite sees at ``stage`` (``"test"`` or ``"val"``): the test
+        or validation sets, plus ``suite_sets``."""
+        return {**self.suite_records, **(self.test_records if stage == "test" else self.eval_records)}
 
     def _check_fields(self) -> None:
         named = [("forget", self.forget_records), ("retain", self.retain_records)]

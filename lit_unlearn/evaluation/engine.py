@@ -25,8 +25,12 @@ class Evaluator:
     """Batched passes over this rank's share of each set's records (what ``EvalSuite.evaluate`` gets)."""
 
     def __init__(self, model, tokenizer, datamodule, records: dict[str, Records], batch_size: int,
-                 max_new_tokens: int, context, progress: bool, share_prompts: bool = True) -> None:
+                 max_new_tokens: int, context, progress: bool, share_prompts: bool = True,
+                 instruction: str | None = None) -> None:
         self.model, self.tokenizer, self.dm, self.records = model, tokenizer, datamodule, records
+        # an instruction put before every prompt by suites that support it (in-context unlearning)
+        self.instruction = instruction
+        self.subject = (getattr(datamodule, "targets", None) or [""])[0]
         self.batch_size, self.max_new_tokens, self.context = batch_size, max_new_tokens, context
         self.device = next(model.parameters()).device
         self.keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters

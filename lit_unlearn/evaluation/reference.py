@@ -71,7 +71,7 @@ class GoldReference:
         gold_name = self.gold_model or default_gold
         if gold_name is None:
             return None
-        records = datamodule.test_records if stage == "test" else datamodule.eval_records
+        records = datamodule.records_for(stage)
         key = stats_key(suite, records, datamodule)
         memo_key = f"{gold_name}:{key}"
         if memo_key in self._memo:

@@ -66,6 +66,8 @@ class UnlearningModule(EvaluationHooks):
             same base with the adapters disabled. The saved model is the adapter.
         gradient_checkpointing: recompute activations in backward to save memory.
         trust_remote_code: run code shipped with the checkpoint.
+        gguf_file: a GGUF file inside the directory or hub repo ``model`` (``model`` may also be
+            a ``.gguf`` path); needs ``pip install "lit-unlearn[gguf]"``.
         evaluate_at_start: evaluate the starting model on the validation sets before the
             first step (logged at step 0, the "start" column of the summary).
         compare_with: the gold retain model: ``RunSummary`` evaluates it at the end of fit, and
@@ -109,7 +111,8 @@ class UnlearningModule(EvaluationHooks):
                  scheduler: LRSchedulerCallable | None = None, forget_weight: float = 1.0, retain_weight: float = 1.0,
                  dtype: str | None = None, quantization: str | None = None, lora: dict[str, Any] | None = None,
                  gradient_checkpointing: bool = False, trust_remote_code: bool = False, evaluate_at_start: bool = True,
-                 compare_with: str | None = None, suite: EvalSuite | None = None) -> None:
+                 compare_with: str | None = None, suite: EvalSuite | None = None,
+                 gguf_file: str | None = None) -> None:
         super().__init__()  # EvaluationHooks: eval_history, summary, suite_result, ...
         name = type(self).__name__
         checks.non_negative(name, "forget_weight", forget_weight)
@@ -118,7 +121,7 @@ class UnlearningModule(EvaluationHooks):
                            ("trust_remote_code", trust_remote_code)):
             checks.flag(name, arg, value)
         self.source = ModelSource(name, model, tokenizer, dtype, quantization, lora, gradient_checkpointing,
-                                  trust_remote_code, self.supports_lora)
+                                  trust_remote_code, self.supports_lora, gguf_file)
         ignore = ["optimizer", "scheduler", "suite"] + (["model"] if isinstance(model, nn.Module) else [])
         self.save_hyperparameters(ignore=ignore)
         self.model: nn.Module | None = self.source.module

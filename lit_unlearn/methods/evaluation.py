@@ -29,6 +29,7 @@ class EvaluationHooks(LightningModule):
         self.suite: EvalSuite | None = None
         self.suite_result: SuiteResult | None = None
         self.compare_with: str | None = None
+        self.prompt_instruction: str | None = None  # put before every suite prompt (in-context unlearning)
         self.eval_metrics = nn.ModuleDict()
         self._last_eval_step = -1
 
@@ -97,7 +98,7 @@ class EvaluationHooks(LightningModule):
         if suite is None:
             raise ValueError(f"{type(self).__name__}: no evaluation suite; pass `suite` (e.g. TOFUSuite)")
         return suite.run(self.model, self.tokenizer, self._datamodule(), stage, context=self.eval_context(),
-                         default_gold=self.compare_with)
+                         default_gold=self.compare_with, instruction=self.prompt_instruction)
 
     @torch.no_grad()
     def evaluate(self, stage: str = "val", step: int | None = None, model: nn.Module | None = None) -> dict[str, float]:

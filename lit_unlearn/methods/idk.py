@@ -42,7 +42,16 @@ class _RefusalMixin:
     def _encode_refusals(self) -> None:
         dm = self._datamodule()
         records = dm.forget_records
-        self.idk_set = dm.encode_answers(records, [self.refusal_for(i) for i in range(len(records))], "forget_idk")
+        field = getattr(self, "preferred_field", None)
+        if field is None:
+            answers = [self.refusal_for(i) for i in range(len(records))]
+        else:
+            missing = [i for i, r in enumerate(records.rows) if not isinstance(r.get(field), str) or not r[field]]
+            if missing:
+                raise ValueError(f"{type(self).__name__}: `preferred_field` '{field}' is missing or empty in "
+                                 f"{records.where(missing[0])} ({len(missing)} rows)")
+            answers = [r[field] for r in records.rows]
+        self.idk_set = dm.encode_answers(records, answers, "forget_idk")
 
     def refusal_batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """``TokenBatch`` of the forget questions ``index`` answered with their refusals."""
@@ -81,6 +90,8 @@ class IdkNLL(_RefusalMixin, UnlearningModule):
 class IdkDPO(_RefusalMixin, UnlearningModule):
     """DPO with the refusal as the preferred and the forget answer as the rejected answer:
     ``-(2/β) log σ(β ((logp_θ - logp_ref)(y_idk) - (logp_θ - logp_ref)(y)))``; retain NLL.
+    With ``preferred_field`` the preferred answer is that field of each forget record instead
+    (RWKU's DPO: a counterfactual answer, ``preferred_field: counterfactual``).
 
     Reference log-probs of both answers are computed once per example at the start of fit
     and cached (and checkpointed), as for NPO.
@@ -89,6 +100,7 @@ class IdkDPO(_RefusalMixin, UnlearningModule):
         beta: β (0.1).
         refusals: file with one refusal per line (default: the shipped list).
         refusal_seed: shifts which refusal each question gets.
+        preferred_field: a forget-record field holding the preferred answer (None: a refusal).
         **kwargs: see :class:`UnlearningModule`.
     """
 
@@ -100,9 +112,12 @@ class IdkDPO(_RefusalMixin, UnlearningModule):
     checkpoint_state = ("ref_logps_idk",)
 
     def __init__(self, *args: Any, beta: float = 0.1, refusals: str | None = None, refusal_seed: int = 0,
-                 **kwargs: Any) -> None:
+                 preferred_field: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.beta = checks.positive(type(self).__name__, "beta", beta)
+        if preferred_field is not None and (not isinstance(preferred_field, str) or not preferred_field):
+            raise ValueError(f"IdkDPO: `preferred_field` must be a record field name or null, got {preferred_field!r}")
+        self.preferred_field = preferred_field
         self._setup_refusals(refusals, refusal_seed)
         self.ref_logps_idk: torch.Tensor | None = None
 

@@ -37,12 +37,13 @@ class ModelSource:
         dtype, quantization, lora, gradient_checkpointing, trust_remote_code: see
             :class:`~lit_unlearn.methods.UnlearningModule`.
         supports_lora: False for methods that edit full-precision base weights.
+        gguf_file: a GGUF file inside the directory or hub repo ``model``.
     """
 
     def __init__(self, owner: str, model: str | nn.Module, tokenizer: str | None = None, dtype: str | None = None,
                  quantization: str | None = None, lora: dict[str, Any] | None = None,
                  gradient_checkpointing: bool = False, trust_remote_code: bool = False,
-                 supports_lora: bool = True) -> None:
+                 supports_lora: bool = True, gguf_file: str | None = None) -> None:
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"{owner}: `dtype` must be one of {sorted(DTYPES)} or null, got {dtype!r}")
         if quantization is not None and quantization not in QUANTIZATION:
@@ -61,6 +62,10 @@ class ModelSource:
         if quantization and lora is None:
             raise ValueError(f"{owner}: `quantization`={quantization!r} needs `lora` (quantized weights cannot be "
                              "trained directly), e.g. lora: {r: 16}")
+        if gguf_file is not None and (isinstance(model, nn.Module) or not str(gguf_file).endswith(".gguf")):
+            raise ValueError(f"{owner}: `gguf_file` must name a .gguf file inside the directory or hub repo "
+                             f"`model`, got {gguf_file!r}")
+        self.gguf_file = gguf_file
         self.owner = owner
         self.module = model if isinstance(model, nn.Module) else None
         self.name = None if self.module is not None else check_model_name(model)
@@ -88,7 +93,8 @@ class ModelSource:
             source = self.tokenizer_name or self.path
             if source is None:
                 raise ValueError(f"{self.owner}: pass `tokenizer` when `model` is a module object")
-            self._tokenizer = load_tokenizer(source, trust_remote_code=self.trust_remote_code)
+            gguf = self.gguf_file if self.tokenizer_name is None else None
+            self._tokenizer = load_tokenizer(source, trust_remote_code=self.trust_remote_code, gguf_file=gguf)
         return self._tokenizer
 
     def dtype(self, trainer) -> torch.dtype | None:
@@ -106,7 +112,7 @@ class ModelSource:
             return self.module
         return load_causal_lm(self.path, dtype=self.dtype(trainer), trust_remote_code=self.trust_remote_code,
                               gradient_checkpointing=self.gradient_checkpointing, quantization=self.quantization,
-                              adapter_quantization=not fitting)
+                              adapter_quantization=not fitting, gguf_file=self.gguf_file)
 
     def add_lora(self, model: nn.Module, options: dict[str, Any], trainer) -> nn.Module:
         """``model`` wrapped with fresh LoRA adapters (only they train)."""

@@ -1,7 +1,8 @@
-"""Evaluation suites: the base class and one module per benchmark (TOFU, MUSE)."""
+"""Evaluation suites: the base class and one module per benchmark (TOFU, MUSE, RWKU)."""
 
 from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult
 from lit_unlearn.evaluation.suites.muse import MUSESuite
+from lit_unlearn.evaluation.suites.rwku import RWKUSuite
 from lit_unlearn.evaluation.suites.tofu import TOFUSuite
 
-__all__ = ["EvalSuite", "MUSESuite", "SuiteResult", "TOFUSuite"]
+__all__ = ["EvalSuite", "MUSESuite", "RWKUSuite", "SuiteResult", "TOFUSuite"]

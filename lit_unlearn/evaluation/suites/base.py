@@ -39,6 +39,8 @@ class SuiteResult:
 class EvalSuite:
     """Base class: sharding, batched forward passes, generation and the gold-model reference.
 
+    ``supports_instruction``: whether the suite puts ``run``'s ``instruction`` before its prompts.
+
     Args:
         batch_size: examples per forward pass and per generation batch.
         max_new_tokens: generation budget for ROUGE.
@@ -62,6 +64,8 @@ class EvalSuite:
             the attacks that the published code runs without it (False: as published; see
             :func:`~lit_unlearn.evaluation.eos.without_final_eos`).
     """
+
+    supports_instruction = False
 
     def __init__(self, batch_size: int = 32, max_new_tokens: int = 64, gold_model: str | None = None,
                  gold_stats: str | None = None, share_prompts: bool = True, progress: bool = True,
@@ -122,19 +126,24 @@ class EvalSuite:
     # -------------------------------------------------------------- running
     @torch.no_grad()
     def run(self, model: nn.Module, tokenizer, datamodule, stage: str = "test", context=None,
-            with_reference: bool = True, default_gold: str | None = None) -> SuiteResult:
+            with_reference: bool = True, default_gold: str | None = None,
+            instruction: str | None = None) -> SuiteResult:
         """Evaluate ``model`` on the datamodule's ``stage`` (``"test"`` or ``"val"``) records.
 
         ``default_gold`` is the gold model used when the suite names neither ``gold_model``
-        nor ``gold_stats`` (the module passes its ``compare_with``)."""
-        records = datamodule.test_records if stage == "test" else datamodule.eval_records
+        nor ``gold_stats`` (the module passes its ``compare_with``). ``instruction`` goes
+        before every prompt in suites that support it (``RWKUSuite``; in-context unlearning)."""
+        if instruction and not self.supports_instruction:
+            raise ValueError(f"{type(self).__name__} does not put an instruction before its prompts (in-context "
+                             "unlearning); use a suite that does, such as RWKUSuite")
+        records = datamodule.records_for(stage)
         missing = [s for s in self.required_sets() if s not in records]
         if missing:
             raise ValueError(f"{type(self).__name__} needs the {stage} set(s) {missing}; the datamodule has "
                              f"{sorted(records)}. Name them in `{'test_sets' if stage == 'test' else 'eval_sets'}` "
                              "or set the suite's set names")
         ev = Evaluator(model, tokenizer, datamodule, records, self.batch_size, self.max_new_tokens,
-                       context or nullcontext(), self.progress, self.share_prompts)
+                       context or nullcontext(), self.progress, self.share_prompts, instruction)
         was_training = model.training
         model.eval()
         try:

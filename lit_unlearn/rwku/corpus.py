@@ -1,0 +1,152 @@
+"""Corpora the start model writes about a person, as RWKU builds its forget corpus.
+
+RWKU gives only the target's name and the model: the forget corpus is text the model itself
+generates about the target. Here, with the model's chat template:
+
+- descriptions: ``n`` sampled answers to "Write a short biography of {name}." (seeded);
+- questions: the questions (sentences ending in "?" that name the person) found in sampled
+  answers to "Write a quiz question about {name}.", each answered greedily by the model
+  (its own answer), plus a counterfactual answer: the
+  model's answer to the same question about another person, with the names swapped back
+  (fluent, on topic, and false; DPO's preferred answer). Refusal answers are added by the
+  method (``IdkNLL``, rejection tuning).
+
+Everything is cached under ``$LIT_UNLEARN_HOME/rwku/`` by model and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from lit_unlearn.utils import atomic_write_text, cache_home, file_lock, isolated_rng
+
+DESCRIBE = "Write a short biography of {name}."
+ASK = "Write a quiz question about {name}."
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    """How a corpus is sampled (part of its cache key)."""
+
+    descriptions: int = 16
+    questions: int = 16
+    max_new_tokens: int = 128
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+
+
+def model_key(path: str) -> str:
+    """Identity of a model for caches: its config and the size and edges of its weight files
+    (a local directory), or the name (a hub id)."""
+    root = Path(path)
+    if not root.is_dir():
+        return hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for f in sorted(root.iterdir()):
+        if f.name == "config.json" or f.name == "adapter_config.json":
+            h.update(f.read_bytes())
+        elif f.suffix in (".safetensors", ".bin"):
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                head = fh.read(1 << 20)
+                fh.seek(max(0, size - (1 << 20)))
+                tail = fh.read()
+            h.update(f"{f.name}:{size}".encode() + head + tail)
+    return h.hexdigest()[:16]
+
+
+def cached(kind: str, key: dict, build):
+    """``build()`` once per ``key`` (JSON), stored under ``$LIT_UNLEARN_HOME/rwku/<kind>-<hash>.json``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_home() / "rwku" / f"{kind}-{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())["data"]
+    with file_lock(str(path) + ".lock"):
+        if path.is_file():
+            return json.loads(path.read_text())["data"]
+        data = build()
+        atomic_write_text(path, json.dumps({"key": key, "data": data}, indent=1))
+    return data
+
+
+def _chat(tokenizer, text: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+    return f"{text}\n"
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompt: str, n: int, settings: CorpusSettings, seed: int,
+           max_new_tokens: int | None = None) -> list[str]:
+    """``n`` sampled completions of a chat prompt (one batch, seeded, global RNG untouched)."""
+    enc = tokenizer([_chat(tokenizer, prompt)] * n, return_tensors="pt", add_special_tokens=False)
+    device = next(model.parameters()).device
+    with isolated_rng():
+        torch.manual_seed(seed)
+        out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                             do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
+                             max_new_tokens=max_new_tokens or settings.max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [t.strip() for t in texts]
+
+
+@torch.no_grad()
+def answer(model, tokenizer, questions: list[str], max_new_tokens: int = 48, batch_size: int = 16) -> list[str]:
+    """Greedy chat answers to ``questions``, first paragraph only."""
+    from lit_unlearn.evaluation.rouge import greedy_generate
+
+    out = []
+    for start in range(0, len(questions), batch_size):
+        prompts = [torch.tensor(tokenizer(_chat(tokenizer, q), add_special_tokens=False)["input_ids"])
+                   for q in questions[start : start + batch_size]]
+        ids = greedy_generate(model, prompts, tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens)
+        out += [t.split("\n\n")[0].strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    return out
+
+
+def _seed(settings: CorpusSettings, name: str, salt: str) -> int:
+    return settings.seed * 1_000_003 + int(hashlib.sha256(f"{salt}:{name}".encode()).hexdigest()[:8], 16)
+
+
+def descriptions(model, tokenizer, name: str, settings: CorpusSettings) -> list[dict]:
+    """``{"text", "subject"}`` records: the model's own descriptions of ``name`` (empty ones dropped)."""
+    texts = sample(model, tokenizer, DESCRIBE.format(name=name), settings.descriptions, settings,
+                   _seed(settings, name, "describe"))
+    return [{"text": t, "subject": name} for t in texts if len(t.split()) >= 5]
+
+
+def questions(model, tokenizer, name: str, substitute: str, settings: CorpusSettings) -> list[dict]:
+    """``{"question", "answer", "counterfactual", "subject"}`` records about ``name``: model-written
+    questions (distinct, ending in "?", naming the person), the model's answers, and its answers
+    about ``substitute`` with the names swapped back."""
+    drafts = sample(model, tokenizer, ASK.format(name=name), 3 * settings.questions, settings,
+                    _seed(settings, name, "ask"), max_new_tokens=48)
+    last = name.split()[-1]
+    picked: list[str] = []
+    for text in drafts:
+        for found in re.findall(r"[^?\n\"]+\?", text):
+            q = re.sub(r"^\s*(Q:|Question:|\d+\.)?\s*", "", found).strip()
+            if last in q and len(q.split()) >= 4 and q[0].isupper() and q not in picked:
+                picked.append(q)
+    picked = picked[: settings.questions]
+    if not picked:
+        return []
+    own = answer(model, tokenizer, picked)
+    swapped = [q.replace(name, substitute).replace(last, substitute.split()[-1]) for q in picked]
+    other = answer(model, tokenizer, swapped)
+    counter = [a.replace(substitute, name).replace(substitute.split()[-1], last) for a in other]
+    return [{"question": q, "answer": a, "counterfactual": c, "subject": name}
+            for q, a, c in zip(picked, own, counter) if a and c and a != c]
+
+
+def settings_dict(settings: CorpusSettings) -> dict:
+    return asdict(settings)

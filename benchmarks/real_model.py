@@ -56,7 +56,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def data(batch_size: int) -> RWKU:
-    dm = RWKU(targets=[TARGET], model=MODEL, batch_size=batch_size, max_length=128, retain_descriptions=2)
+    dm = RWKU(targets=[TARGET], model=MODEL, batch_size=batch_size, max_length=128, retain_per_person=2)
     dm.setup("fit")
     return dm
 

@@ -2,7 +2,8 @@
 
 For every target and every config in ``configs/rwku/`` (or ``--configs``), one
 ``lit-unlearn fit`` (in this process, through the CLI parser) from ``builtin:smollm2-135m``,
-with RWKUSuite before and after (``SuiteEvaluation``). The table shows forget level 1/2/3
+with RWKUSuite before (once per target: the start model is the same) and after
+(``SuiteEvaluation``). The table shows forget level 1/2/3
 and neighbor level 1/2 ROUGE-L recall before -> after, the MIA AUC (LOSS), utility
 accuracy, fluency entropy, wall time and ms per optimizer step, and checks the goal: forget
 level 1+2 below half of its start while neighbor level 1+2 keep >= 90% and utility >= 95%.
@@ -46,19 +47,23 @@ class Clock(Callback):
         self.steps += 1
 
 
-def run(config: Path, target: str, root: Path) -> dict:
+def run(config: Path, target: str, root: Path, start: dict | None = None) -> dict:
+    """One fit; ``start`` (the start model's suite result for this target) skips re-measuring it."""
     args = ["--config", str(config), "--data.init_args.targets", json.dumps([target]),
             "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
             "--save_pretrained.enabled", "false", "--summary.verbose", "false"]
     cli = cli_main(args, run=False)
+    suite = next(c for c in cli.trainer.callbacks if isinstance(c, SuiteEvaluation))
+    suite.at_start = start is None
+    if cli.model.suite is not None:
+        cli.model.suite.progress = False  # one table line per run in the log
     clock = Clock()
     cli.trainer.callbacks.append(clock)
     started = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     wall = time.perf_counter() - started
-    suite = next(c for c in cli.trainer.callbacks if isinstance(c, SuiteEvaluation))
     gap = next((c for c in cli.trainer.callbacks if isinstance(c, StabilityGap)), None)
-    start, end = suite.history[0], suite.history[-1]
+    start, end = start or suite.history[0], suite.history[-1]
     return {"config": config.stem, "target": target, "start": start, "end": end, "steps": cli.trainer.global_step,
             "wall_s": wall, "ms_per_step": 1000 * clock.step_time / max(1, clock.steps),
             "probe_counts": cli.datamodule.probe_counts, "stability": gap.history if gap else [],
@@ -105,9 +110,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for target in args.targets:
+            start = None  # the start model is measured once per target
             for config in configs:
                 print(f"== {target}: {config.stem}", flush=True)
-                rows.append(run(config, target, Path(tmp) / f"{target}-{config.stem}".replace(" ", "_")))
+                rows.append(run(config, target, Path(tmp) / f"{target}-{config.stem}".replace(" ", "_"), start))
+                start = rows[-1]["start"]
                 Path(args.out).write_text(json.dumps(rows, indent=1))
                 print(table(rows[-1:]), flush=True)
     print("\nRWKU, builtin:smollm2-135m, single target; ROUGE-L recall start->end (forget lower is better, "

@@ -51,14 +51,19 @@ def config_method(path: Path) -> str | None:
     return class_path.rsplit(".", 1)[-1] if isinstance(class_path, str) else None
 
 
+CONFIG_DIRS = ("methods", "rwku")  # the fictitious benchmark's recipes, then the real model's (RWKU)
+
+
 def method_configs(root: Path = CONFIG_ROOT) -> dict[str, list[Path]]:
-    """``{method: [configs]}`` over ``<root>/methods/*.yaml`` (every method, possibly with none)."""
+    """``{method: [configs]}`` over ``<root>/methods/*.yaml`` then ``<root>/rwku/*.yaml`` (every
+    method, possibly with none); ``configs/methods`` first, shortest name first within a folder."""
     out: dict[str, list[Path]] = {name: [] for name in methods()}
-    for path in sorted((Path(root) / "methods").glob("*.yaml")):
-        name = config_method(path)
-        if name is not None:
-            out.setdefault(name, []).append(path)
-    return {name: sorted(paths, key=lambda p: (len(p.name), p.name)) for name, paths in out.items()}
+    for folder in CONFIG_DIRS:
+        for path in sorted((Path(root) / folder).glob("*.yaml"), key=lambda p: (len(p.name), p.name)):
+            name = config_method(path)
+            if name is not None:
+                out.setdefault(name, []).append(path)
+    return out
 
 
 def methods_table(root: Path = CONFIG_ROOT) -> str:
@@ -66,7 +71,7 @@ def methods_table(root: Path = CONFIG_ROOT) -> str:
     configs = method_configs(root)
     lines = ["| class | forget objective | retain | configs |", "|---|---|---|---|"]
     for name, cls in methods().items():
-        paths = ", ".join(f"`configs/methods/{p.name}`" for p in configs.get(name, []))
+        paths = ", ".join(f"`configs/{p.parent.name}/{p.name}`" for p in configs.get(name, []))
         cells = [f"`{name}`", cls.forget_doc, cls.retain_doc, paths or "-"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") if i in (1, 2) else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines)

@@ -50,7 +50,7 @@ def test_builtin_real_model_knows_facts_and_unlearns_with_lora(tmp_path):
         ("What theory is Albert Einstein best known for?", "theory of relativity")]]
     seed_everything(0, verbose=False)
     dm = RWKU(targets=["Albert Einstein"], model=MODEL, forget_probes=probes, neighbor_probes=[],
-              retain_subjects=["Charles Darwin"], mia_subjects=["Cleopatra"], descriptions=2, retain_descriptions=1,
+              retain_subjects=["Charles Darwin"], mia_subjects=["Cleopatra"], descriptions=2, retain_per_person=1,
               mia_descriptions=1, max_new_tokens=48, keep_threshold=0.0, batch_size=2, max_length=96)
     suite = RWKUSuite(probe_sets=["forget_level2"], mia_forget=None, mia_other=None, utility=None, fluency=None,
                       progress=False)

@@ -104,7 +104,7 @@ class IdkDPO(_RefusalMixin, UnlearningModule):
         **kwargs: see :class:`UnlearningModule`.
     """
 
-    forget_doc = "DPO: refusal preferred over the forget answer, reference log-probs cached"
+    forget_doc = "DPO: a refusal (or a record field: RWKU's counterfactual) preferred over the forget answer"
     retain_doc = "NLL"
 
     uses_reference_logps = True

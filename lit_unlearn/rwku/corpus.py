@@ -124,10 +124,10 @@ def descriptions(model, tokenizer, name: str, settings: CorpusSettings) -> list[
     return [{"text": t, "subject": name} for t in texts if len(t.split()) >= 5]
 
 
-def questions(model, tokenizer, name: str, substitute: str, settings: CorpusSettings) -> list[dict]:
+def questions(model, tokenizer, name: str, substitute: str | None, settings: CorpusSettings) -> list[dict]:
     """``{"question", "answer", "counterfactual", "subject"}`` records about ``name``: model-written
     questions (distinct, ending in "?", naming the person), the model's answers, and its answers
-    about ``substitute`` with the names swapped back."""
+    about ``substitute`` with the names swapped back (no ``counterfactual`` when it is None)."""
     drafts = sample(model, tokenizer, ASK.format(name=name), 3 * settings.questions, settings,
                     _seed(settings, name, "ask"), max_new_tokens=48)
     last = name.split()[-1]
@@ -141,6 +141,8 @@ def questions(model, tokenizer, name: str, substitute: str, settings: CorpusSett
     if not picked:
         return []
     own = answer(model, tokenizer, picked)
+    if substitute is None:
+        return [{"question": q, "answer": a, "subject": name} for q, a in zip(picked, own) if a]
     swapped = [q.replace(name, substitute).replace(last, substitute.split()[-1]) for q in picked]
     other = answer(model, tokenizer, swapped)
     counter = [a.replace(substitute, name).replace(substitute.split()[-1], last) for a in other]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from lit_unlearn import checks
@@ -29,7 +30,24 @@ def shipped(name: str) -> Any:
     return json.loads(resources.files("lit_unlearn").joinpath(f"resources/rwku/{name}").read_text(encoding="utf-8"))
 
 
+def start_model(path: str) -> str:
+    """The model a run started from: a model saved by lit-unlearn names it in ``run_info.json``
+    (followed back through chained runs); any other model is its own start."""
+    from lit_unlearn.models import resolve_model_path
+
+    seen = set()
+    while path not in seen and (Path(path) / "run_info.json").is_file():
+        seen.add(path)
+        origin = json.loads((Path(path) / "run_info.json").read_text()).get("model")
+        if not origin:
+            break
+        path = resolve_model_path(origin)
+    return path
+
+
 def _probe_source(source: Source, role: str) -> list[dict]:
+    if source == "builtin":
+        source = {"records": shipped("forget_probes.json")}
     if source == "hub":  # RWKU's published probes: one subset per level
         kind = "forget" if role == "forget_probes" else "neighbor"
         levels = (1, 2, 3) if kind == "forget" else (1, 2)
@@ -50,8 +68,11 @@ class RWKU(ForgetRetainDataModule):
     ``forget_corpus="descriptions"``: ``descriptions`` biographies of each target (text, for
     GA, GradDiff, NPO, RMU); ``"questions"``: model-written questions about the targets with
     the model's own answers and a ``counterfactual`` answer (QA, for rejection tuning with
-    ``IdkNLL`` and for ``IdkDPO(preferred_field="counterfactual")``). The retain corpus is
-    ``retain_descriptions`` biographies of each of ``retain_subjects``.
+    ``IdkNLL`` and for ``IdkDPO(preferred_field="counterfactual")``). The retain corpus
+    (``retain_corpus``, default the forget corpus's kind) is ``retain_per_person``
+    biographies, or the model's questions and answers, about each of ``retain_subjects``:
+    refusals learned on questions about the target need answered questions about others
+    beside them, or the model refuses everyone.
 
     Evaluation (``suite_sets`` for :class:`~lit_unlearn.evaluation.RWKUSuite`):
     ``forget_level1/2/3`` (the targets' probes), ``neighbor_level1/2`` (probes about related
@@ -72,23 +93,28 @@ class RWKU(ForgetRetainDataModule):
     Args:
         targets: names of the people to unlearn (one or several).
         model: the start model that writes the corpora and answers the probes; default the
-            method's ``model``.
+            method's ``model``, or the model it was unlearned from (``run_info.json`` of a
+            model saved by lit-unlearn), so testing an unlearned model uses the start model's
+            corpora and probes.
         forget_probes, neighbor_probes: probe sources (see above); ``neighbor_probes`` None
             with the shipped set: the level 1/2 probes of each target's shipped neighbors.
         retain_subjects: people whose biographies form the retain corpus; default the shipped
             people that are neither targets nor their neighbors. ``[]``: no retain corpus.
         mia_subjects: people whose biographies are the non-members of membership inference
             (default the shipped ``other_people.json``).
-        descriptions, questions, retain_descriptions, mia_descriptions: corpus sizes per person.
+        descriptions, questions: forget corpus size per target (biographies, or questions drafted).
+        retain_per_person: retain biographies (or questions drafted) per retain person.
+        mia_descriptions: non-member biographies per ``mia_subjects`` person.
         max_new_tokens, temperature, top_p, seed: how corpora are sampled.
         keep_threshold, scorer, filter_probes: probe filtering (scorer as ``RWKUSuite``'s).
         **kwargs: :class:`ForgetRetainDataModule` options (``batch_size``, ``max_length``, ...).
     """
 
     def __init__(self, targets: list[str] | str, model: str | None = None, forget_corpus: str = "descriptions",
+                 retain_corpus: str | None = None,
                  forget_probes: Source = "builtin", neighbor_probes: Source | None = None,
                  retain_subjects: list[str] | None = None, mia_subjects: list[str] | None = None,
-                 descriptions: int = 16, questions: int = 16, retain_descriptions: int = 4, mia_descriptions: int = 2,
+                 descriptions: int = 16, questions: int = 16, retain_per_person: int = 4, mia_descriptions: int = 2,
                  max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
                  keep_threshold: float = 0.5, scorer: str = "rouge", filter_probes: bool = True,
                  batch_size: int = 4, max_length: int = 192, **kwargs: Any) -> None:
@@ -98,18 +124,22 @@ class RWKU(ForgetRetainDataModule):
             raise ValueError(f"{name}: `targets` must be one or more person names, got {targets!r}")
         if forget_corpus not in CORPORA:
             raise ValueError(f"{name}: `forget_corpus` must be one of {CORPORA}, got {forget_corpus!r}")
+        retain_corpus = forget_corpus if retain_corpus is None else retain_corpus
+        if retain_corpus not in CORPORA:
+            raise ValueError(f"{name}: `retain_corpus` must be one of {CORPORA} or null, got {retain_corpus!r}")
         if scorer not in SCORERS:
             raise ValueError(f"{name}: `scorer` must be one of {SCORERS}, got {scorer!r}")
         for arg, value in (("descriptions", descriptions), ("questions", questions),
                            ("max_new_tokens", max_new_tokens), ("mia_descriptions", mia_descriptions)):
             checks.positive_int(name, arg, value)
-        if not isinstance(retain_descriptions, int) or retain_descriptions < 0:
-            raise ValueError(f"{name}: `retain_descriptions` must be an integer >= 0, got {retain_descriptions!r}")
+        if not isinstance(retain_per_person, int) or retain_per_person < 0:
+            raise ValueError(f"{name}: `retain_per_person` must be an integer >= 0, got {retain_per_person!r}")
         if not 0 <= keep_threshold <= 1:
             raise ValueError(f"{name}: `keep_threshold` must be in [0, 1], got {keep_threshold!r}")
         self.targets, self.generator, self.forget_corpus = targets, model, forget_corpus
+        self.retain_corpus = retain_corpus
         self.settings = corpus.CorpusSettings(descriptions, questions, max_new_tokens, temperature, top_p, seed)
-        self.retain_n, self.mia_n = retain_descriptions, mia_descriptions
+        self.retain_n, self.mia_n = retain_per_person, mia_descriptions
         self.keep_threshold, self.scorer, self.filter_probes = keep_threshold, scorer, filter_probes
 
         # Probes are read now, so that unknown targets and malformed files fail before any work.
@@ -131,7 +161,12 @@ class RWKU(ForgetRetainDataModule):
         self.probes.update({f"neighbor_level{lv}": [r for r in neighbor_rows if r["level"] == lv] for lv in "12"})
         people = [p for p in shipped("neighbors.json") if p not in targets and p not in self.neighbors]
         self.retain_subjects = list(people if retain_subjects is None else retain_subjects)
-        self.mia_subjects = list(shipped("other_people.json") if mia_subjects is None else mia_subjects)
+        others = [p for p in shipped("other_people.json") if p not in targets]
+        self.mia_subjects = list(others if mia_subjects is None else mia_subjects)
+        for arg, names in (("retain_subjects", self.retain_subjects), ("mia_subjects", self.mia_subjects)):
+            if set(names) & set(targets):
+                raise ValueError(f"{name}: `{arg}` names the target(s) {sorted(set(names) & set(targets))}; texts "
+                                 "about a target cannot be retain data or non-members")
         if not self.mia_subjects:
             raise ValueError(f"{name}: `mia_subjects` must name at least one person (the non-members)")
         self.probe_counts: dict[str, tuple[int, int]] = {}
@@ -153,7 +188,7 @@ class RWKU(ForgetRetainDataModule):
         if path is None:
             raise ValueError("RWKU: pass `model` (the start model that writes the corpora and answers the probes); "
                              "the method's model is not a named checkpoint")
-        return path
+        return start_model(path)
 
     def setup(self, stage: str | None = None) -> None:
         if not self._built:
@@ -182,8 +217,15 @@ class RWKU(ForgetRetainDataModule):
             return corpus.cached("descriptions", {**key, "settings": corpus.settings_dict(settings), "person": person},
                                  lambda: corpus.descriptions(*model_and_tokenizer(), person, settings))
 
+        from tqdm.auto import tqdm
+
+        jobs = [(t, self.settings.descriptions) for t in self.targets]
+        if self.retain_n and self.retain_corpus == "descriptions":
+            jobs += [(p, self.retain_n) for p in self.retain_subjects]
+        jobs += [(p, self.mia_n) for p in self.mia_subjects]
+        written = {job: bios(*job) for job in tqdm(jobs, desc="RWKU corpora (start model)", leave=False)}
         if self.forget_corpus == "descriptions":
-            forget = [r for t in self.targets for r in bios(t, self.settings.descriptions)]
+            forget = [r for t in self.targets for r in written[(t, self.settings.descriptions)]]
         else:
             substitute = (self.retain_subjects or self.mia_subjects)[0]
             forget = [r for t in self.targets for r in corpus.cached(
@@ -191,16 +233,24 @@ class RWKU(ForgetRetainDataModule):
                 lambda t=t: corpus.questions(*model_and_tokenizer(), t, substitute, self.settings))]
         if not forget:
             raise ValueError(f"RWKU: the start model wrote no usable {self.forget_corpus} about {self.targets}")
-        retain = [r for p in self.retain_subjects for r in bios(p, self.retain_n)] if self.retain_n else []
-        members = forget if self.forget_corpus == "descriptions" else \
-            [r for t in self.targets for r in bios(t, self.settings.descriptions)]
-        others = [r for p in self.mia_subjects for r in bios(p, self.mia_n)]
+        if not self.retain_n:
+            retain = []
+        elif self.retain_corpus == "descriptions":
+            retain = [r for p in self.retain_subjects for r in written[(p, self.retain_n)]]
+        else:
+            settings = corpus.CorpusSettings(**{**corpus.settings_dict(self.settings), "questions": self.retain_n})
+            retain = [r for p in tqdm(self.retain_subjects, desc="RWKU retain questions (start model)", leave=False)
+                      for r in corpus.cached("questions", {**key, "settings": corpus.settings_dict(settings),
+                                                           "person": p, "substitute": None},
+                                             lambda p=p: corpus.questions(*model_and_tokenizer(), p, None, settings))]
+        members = [r for t in self.targets for r in written[(t, self.settings.descriptions)]]
+        others = [r for p in self.mia_subjects for r in written[(p, self.mia_n)]]
         probes = {n: self._kept(n, rows, path, model_and_tokenizer) for n, rows in self.probes.items()}
         loaded.clear()
 
         self.forget_records = Records(forget, f"RWKU {self.forget_corpus} of {self.targets}")
-        self.retain_records = Records(retain, f"RWKU descriptions of {len(self.retain_subjects)} retain people") \
-            if retain else None
+        self.retain_records = Records(retain, f"RWKU {self.retain_corpus} of {len(self.retain_subjects)} retain "
+                                      "people") if retain else None
         self.eval_records = {"forget": self.forget_records}
         if self.retain_records is not None:
             self.eval_records["retain"] = self.retain_records
@@ -217,7 +267,7 @@ class RWKU(ForgetRetainDataModule):
         self._built = True
         counts = ", ".join(f"{n} {k}/{t}" for n, (k, t) in self.probe_counts.items())
         print(f"lit-unlearn: RWKU {self.targets}: forget corpus {len(forget)} {self.forget_corpus}, retain corpus "
-              f"{len(retain)} descriptions; probes kept (answered by the start model, ROUGE-L recall >= "
+              f"{len(retain)} {self.retain_corpus}; probes kept (answered by the start model, ROUGE-L recall >= "
               f"{self.keep_threshold}): {counts}", flush=True)
 
     def _kept(self, name: str, rows: list[dict], path: str, model_and_tokenizer) -> list[dict]:

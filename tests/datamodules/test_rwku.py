@@ -8,7 +8,7 @@ import torch
 from lit_unlearn import ICU, NPO, RWKU, RWKUSuite
 from lit_unlearn.evaluation import rwku_probes
 from lit_unlearn.evaluation.rwku_probes import probe_answers, rouge_recall
-from lit_unlearn.evaluation.suites.rwku import _with_options, ngram_entropy
+from lit_unlearn.evaluation.suites.rwku import ngram_entropy
 from lit_unlearn.models import load_causal_lm, load_tokenizer
 from lit_unlearn.objectives import sequence_logprob
 from tests.helpers import adamw, quiet_trainer
@@ -55,7 +55,7 @@ def make(chat_model, probes, **kw):
     rows, neighbors = probes
     kw = {"targets": [TARGET], "model": chat_model, "forget_probes": rows, "neighbor_probes": neighbors,
           "retain_subjects": ["Bo Rill"], "mia_subjects": ["Cy Vane", "Di Moss"], "descriptions": 4,
-          "retain_descriptions": 3, "mia_descriptions": 2, "max_new_tokens": 24, "batch_size": 2, **kw}
+          "retain_per_person": 3, "mia_descriptions": 2, "max_new_tokens": 24, "batch_size": 2, **kw}
     return RWKU(**kw)
 
 
@@ -104,21 +104,21 @@ def test_suite_numbers_by_hand(chat_model, probes):
     n12 = len(dm.suite_records["neighbor_level1"]) + len(dm.suite_records["neighbor_level2"])
     if n12:
         assert metrics["neighbor_level12/rougeL_recall"] == pytest.approx(1.0)
-    # utility: the option with the highest mean token log-likelihood, computed here directly
+    # utility: the option with the highest log-likelihood per character, computed here directly
     correct = 0
     utility = dm.suite_records["utility"].rows
     for row in utility:
         scores = []
         for option in row["options"]:
-            prompt = tok.apply_chat_template([{"role": "user", "content": _with_options(row)}], tokenize=False,
+            prompt = tok.apply_chat_template([{"role": "user", "content": row["question"]}], tokenize=False,
                                              add_generation_prompt=True)
             p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
             a_ids = tok(option, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             ids = torch.tensor([p_ids + a_ids])
             labels = torch.tensor([[-100] * len(p_ids) + a_ids])
             with torch.no_grad():
-                logp, n = sequence_logprob(model(input_ids=ids).logits, labels)
-            scores.append(float(logp / n))
+                logp, _ = sequence_logprob(model(input_ids=ids).logits, labels)
+            scores.append(float(logp) / len(option))
         correct += int(max(range(len(scores)), key=scores.__getitem__) == int(row["answer"]))
     assert metrics["utility/accuracy"] == pytest.approx(correct / len(utility), abs=1e-6)
     fluency = suite.generations["fluency"]
@@ -166,6 +166,10 @@ def test_errors_name_the_problem(chat_model, probes):
         RWKU(targets=[TARGET], model=chat_model, forget_probes=bad)
     with pytest.raises(ValueError, match="`forget_corpus` must be one of"):
         RWKU(targets=[TARGET], forget_corpus="wiki", forget_probes=rows)
+    with pytest.raises(ValueError, match=r"`mia_subjects` names the target\(s\) \['Ada Quill'\]"):
+        RWKU(targets=[TARGET], forget_probes=rows, retain_subjects=[], mia_subjects=[TARGET])
+    with pytest.raises(ValueError, match="`retain_corpus` must be one of"):
+        RWKU(targets=[TARGET], retain_corpus="wiki", forget_probes=rows)
     with pytest.raises(ValueError, match="RWKUSuite: `scorer` must be one of"):
         RWKUSuite(scorer="bleu")
     dm = make(chat_model, probes, forget_corpus="questions")  # the tiny model writes no questions
@@ -183,3 +187,51 @@ def test_scorer_choice_changes_the_filter(chat_model, probes):
     kept = sum(k for k, _ in lenient.probe_counts.values())
     assert kept >= sum(k for k, _ in strict.probe_counts.values())
     assert rouge_recall(["abc"], ["ABC."]) == [0.0] and rouge_recall(["abc"], ["ABC."], "rouge_score") == [1.0]
+
+
+def test_shipped_probe_set():
+    from lit_unlearn.evaluation.rwku_probes import ATTACKS, check_probe
+    from lit_unlearn.rwku.datamodule import shipped
+
+    rows = shipped("forget_probes.json")
+    for i, row in enumerate(rows):
+        check_probe(row, f"row {i}")
+        assert row["level"] != "3" or row["type"] in ATTACKS
+    people = sorted({r["subject"] for r in rows})
+    assert len(people) >= 8
+    neighbors = shipped("neighbors.json")
+    assert set(neighbors) == set(people)
+    for person in people:
+        mine = [r for r in rows if r["subject"] == person]
+        assert {"1", "2", "3"} <= {r["level"] for r in mine}
+        assert len({r["type"] for r in mine if r["level"] == "3"}) >= 5, person
+        assert neighbors[person] and person not in neighbors[person] and set(neighbors[person]) <= set(people)
+    others = shipped("other_people.json")
+    assert not set(others) & set(people)
+    for q in shipped("utility_mcq.json"):
+        assert len(q["options"]) == 4 and q["answer"] in range(4)
+
+
+def test_builtin_probes_of_a_target_and_its_neighbors(chat_model):
+    dm = RWKU(targets=["Albert Einstein"], model=chat_model)  # reads the shipped set; generates nothing yet
+    assert dm.neighbors == ["Galileo Galilei", "Isaac Newton", "Thomas Edison"]
+    assert {r["subject"] for n in ("forget_level1", "forget_level2", "forget_level3") for r in dm.probes[n]} == \
+        {"Albert Einstein"}
+    about = {r["about"] for n in ("neighbor_level1", "neighbor_level2") for r in dm.probes[n]}
+    assert about == set(dm.neighbors)
+    assert not {"Albert Einstein", *dm.neighbors} & set(dm.retain_subjects)
+    assert len(dm.probes["forget_level1"]) >= 12 and len(dm.probes["forget_level3"]) >= 12
+
+
+def test_an_unlearned_model_is_probed_with_its_start_models_corpora(chat_model, tmp_path):
+    import json
+
+    from lit_unlearn.rwku.datamodule import start_model
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for path, origin in ((first, chat_model), (second, str(first))):
+        path.mkdir()
+        (path / "config.json").write_text("{}")  # a saved model directory, as far as paths go
+        (path / "run_info.json").write_text(json.dumps({"model": origin}))
+    assert start_model(str(second)) == chat_model  # followed back through a chained run
+    assert start_model(chat_model) == chat_model

@@ -51,8 +51,10 @@ QUIET_ARGS = ["--trainer.max_steps=2", "--trainer.logger=false", "--trainer.enab
 
 
 def recipes() -> list[Path]:
-    """Every shipped method config (each registered method has at least one)."""
-    return sorted({p for paths in registry.method_configs().values() for p in paths})
+    """Every method config of the fictitious benchmark (``configs/methods``) of a method that trains."""
+    trains = {name for name, cls in registry.methods().items() if cls.changes_weights}
+    return sorted({p for name, paths in registry.method_configs().items() if name in trains for p in paths
+                   if p.parent.name == "methods"})
 
 
 def run_pair(config: Path, name: str, root: Path) -> str:

@@ -56,8 +56,9 @@ class RWKUSuite(EvalSuite):
     - Membership inference: ``mia/<attack>`` AUC (LOSS, zlib, Min-K%, Min-K%++) of the forget
       corpus (members) against the model's texts about other people; 0.5 on the start model
       (both are its own writing), below 0.5 once the forget texts became unlikely.
-    - Utility: ``utility/accuracy``, multiple choice by the mean token log-likelihood of each
-      option after the question, on general knowledge unrelated to the targets.
+    - Utility: ``utility/accuracy``, multiple choice on general knowledge unrelated to the
+      targets: the option with the highest log-likelihood per character after the question
+      (lm-evaluation-harness's ``acc_norm``).
     - Fluency: ``fluency/entropy``, the n-gram entropy of greedy answers to open instructions
       (RWKU's prompt ``"Instruction: {instruction}"``).
 
@@ -142,18 +143,20 @@ class RWKUSuite(EvalSuite):
         return {f"mia/{a}": float(v) for a, v in mia.compute().items()}
 
     def _utility(self, ev: Evaluator) -> float:
-        """Share of questions whose correct option has the highest mean token log-likelihood."""
+        """Share of questions whose correct option is the likeliest continuation of the question,
+        by log-likelihood per character of the option (lm-evaluation-harness's ``acc_norm``;
+        the scored continuation ends with the EOS token)."""
         src = ev.records[self.utility]
         rows = ev.rows(self.utility)
         options = [(j, k, opt) for j, i in enumerate(rows) for k, opt in enumerate(src.rows[i]["options"])]
-        recs = type(src)([{"question": _with_options(src.rows[rows[j]]), "answer": opt} for j, _, opt in options],
+        recs = type(src)([{"question": src.rows[rows[j]]["question"], "answer": opt} for j, _, opt in options],
                          src.origin)
         scores = torch.full((len(rows), max(len(src.rows[i]["options"]) for i in rows)), -math.inf)
         for batch, logits in ev.forward(ev.dm.encode(recs, self.utility), self.utility):
-            logp, count = sequence_logprob(logits, batch["labels"])
-            for p, v in zip(batch["index"].tolist(), (logp / count.clamp(min=1)).tolist()):
-                j, k, _ = options[p]
-                scores[j, k] = v
+            logp, _ = sequence_logprob(logits, batch["labels"])
+            for p, v in zip(batch["index"].tolist(), logp.tolist()):
+                j, k, option = options[p]
+                scores[j, k] = v / max(1, len(option))
         correct = torch.tensor([int(src.rows[i]["answer"]) for i in rows])
         return _mean((scores.argmax(-1) == correct).double().tolist(), ev)
 
@@ -178,9 +181,3 @@ class RWKUSuite(EvalSuite):
         self.generations[self.fluency] = [{"instruction": src.rows[i]["instruction"], "prediction": o}
                                           for i, o in zip(rows, outputs)]
         return _mean([ngram_entropy(o) for o in outputs], ev)
-
-
-def _with_options(row: dict) -> str:
-    letters = "ABCDEFGH"
-    listed = "\n".join(f"{letters[k]}. {o}" for k, o in enumerate(row["options"]))
-    return f"{row['question']}\n{listed}"

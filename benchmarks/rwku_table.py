@@ -99,14 +99,15 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=["Albert Einstein", "Abraham Lincoln"])
-    parser.add_argument("--configs", nargs="+", default=None, help="config names in configs/rwku/ (default all)")
+    parser.add_argument("--configs", nargs="+", default=None,
+                        help="config names in configs/rwku/ or .yaml paths (default all)")
     parser.add_argument("--out", default="rwku_table.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     configs = sorted((ROOT / "configs" / "rwku").glob("*.yaml"))
     if args.configs:
-        configs = [ROOT / "configs" / "rwku" / f"{c}.yaml" for c in args.configs]
+        configs = [Path(c) if c.endswith(".yaml") else ROOT / "configs" / "rwku" / f"{c}.yaml" for c in args.configs]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for target in args.targets:

@@ -98,21 +98,18 @@ def run_bare(model: str, preset: str, steps: int, warmup: int, batch_size: int, 
     return timer.per_step()
 
 
-def run_plain(model: str, preset: str, steps: int, warmup: int, batch_size: int, lr: float) -> float:
-    """What a researcher writes by hand: the same forward passes, loss, backward and step."""
-    seed_everything(0, verbose=False)
-    net = load_causal_lm(model)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr)
-    loader = data_for(preset, batch_size).train_dataloader()
-    done, last, times = 0, None, []
+def timed_loop(net, opt, loader_factory, forget_loss, steps: int, warmup: int) -> tuple[list[float], list[int]]:
+    """A hand-written training loop: per forget/retain batch, ``forget_loss(logits, forget batch)``
+    plus the retain NLL, backward, step. Returns each timed step's seconds and token count."""
+    done, last, times, tokens = 0, None, [], []
     while done < warmup + steps:
-        for batch in loader:
+        for batch in loader_factory():
             if done == warmup:
                 last = time.perf_counter()
             f, r = batch["forget"], batch["retain"]
             logits_f = net(input_ids=f["input_ids"], attention_mask=f["attention_mask"], use_cache=False).logits
             logits_r = net(input_ids=r["input_ids"], attention_mask=r["attention_mask"], use_cache=False).logits
-            loss = gradient_ascent(logits_f, f["labels"]).mean() + nll(logits_r, r["labels"]).mean()
+            loss = forget_loss(logits_f, f) + nll(logits_r, r["labels"]).mean()
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -120,9 +117,21 @@ def run_plain(model: str, preset: str, steps: int, warmup: int, batch_size: int,
             if last is not None:
                 now = time.perf_counter()
                 times.append(now - last)
+                tokens.append(int(f["attention_mask"].sum() + r["attention_mask"].sum()))
                 last = now
             if done == warmup + steps:
                 break
+    return times, tokens
+
+
+def run_plain(model: str, preset: str, steps: int, warmup: int, batch_size: int, lr: float) -> float:
+    """What a researcher writes by hand: the same forward passes, loss, backward and step."""
+    seed_everything(0, verbose=False)
+    net = load_causal_lm(model)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    loader = data_for(preset, batch_size).train_dataloader()
+    times, _ = timed_loop(net, opt, lambda: loader, lambda logits, f: gradient_ascent(logits, f["labels"]).mean(),
+                          steps, warmup)
     return statistics.fmean(times)
 
 

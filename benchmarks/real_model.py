@@ -35,11 +35,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import PeakSampler, anon_mb  # noqa: E402
-from overhead import StepTimer  # noqa: E402
+from overhead import StepTimer, timed_loop  # noqa: E402
 
 from lit_unlearn import NPO, RWKU  # noqa: E402
 from lit_unlearn.models import load_causal_lm, resolve_model_path  # noqa: E402
-from lit_unlearn.objectives import gradient_ascent, nll, npo, sequence_logprob  # noqa: E402
+from lit_unlearn.objectives import gradient_ascent, npo, sequence_logprob  # noqa: E402
 
 MODEL = "builtin:smollm2-135m"
 LORA = {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}
@@ -91,32 +91,14 @@ def run_plain(dm: RWKU, steps: int, warmup: int, lr: float, lora: bool = True) -
                 ids, labels, _, _ = dm.forget_set[i]
                 logits = net(input_ids=ids[None], use_cache=False).logits
                 ref[i] = sequence_logprob(logits, labels[None])[0][0]
-    done, last, times, tokens = 0, None, [], []
-    while done < warmup + steps:
-        for batch in dm.train_dataloader():
-            if done == warmup:
-                last = time.perf_counter()
-            f, r = batch["forget"], batch["retain"]
-            logits_f = net(input_ids=f["input_ids"], attention_mask=f["attention_mask"], use_cache=False).logits
-            logits_r = net(input_ids=r["input_ids"], attention_mask=r["attention_mask"], use_cache=False).logits
-            if lora:
-                logp, _ = sequence_logprob(logits_f, f["labels"])
-                ref_logp = torch.stack([ref[int(i)] for i in f["index"]])
-                forget = npo(logp, ref_logp, 0.1).mean()
-            else:
-                forget = gradient_ascent(logits_f, f["labels"]).mean()
-            loss = forget + nll(logits_r, r["labels"]).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            done += 1
-            if last is not None:
-                now = time.perf_counter()
-                times.append(now - last)
-                tokens.append(int(f["attention_mask"].sum() + r["attention_mask"].sum()))
-                last = now
-            if done == warmup + steps:
-                break
+
+    def forget_loss(logits, f):
+        if not lora:
+            return gradient_ascent(logits, f["labels"]).mean()
+        logp, _ = sequence_logprob(logits, f["labels"])
+        return npo(logp, torch.stack([ref[int(i)] for i in f["index"]]), 0.1).mean()
+
+    times, tokens = timed_loop(net, opt, dm.train_dataloader, forget_loss, steps, warmup)
     return statistics.fmean(times), statistics.fmean(tokens)
 
 

@@ -28,7 +28,6 @@ needs_smollm2 = pytest.mark.skipif(not _installed(), reason='needs `pip install 
 
 @needs_smollm2
 def test_builtin_real_model_knows_facts_and_unlearns_with_lora(tmp_path):
-    import torch
     from lightning.pytorch import seed_everything
 
     from lit_unlearn import NPO, RWKU, RWKUSuite, SavePretrained
@@ -65,7 +64,6 @@ def test_builtin_real_model_knows_facts_and_unlearns_with_lora(tmp_path):
     assert 0.0 <= result["forget_level2/rougeL_recall"] <= 1.0
     assert len(suite.generations["forget_level2"]) == 3
     assert (tmp_path / "unlearned" / "adapter_model.safetensors").is_file()
-    assert torch.isfinite(torch.tensor(result["forget_level2/rougeL_recall"]))
     assert path.endswith("smollm2-135m-v1")
 
 

@@ -30,7 +30,6 @@ class Evaluator:
         self.model, self.tokenizer, self.dm, self.records = model, tokenizer, datamodule, records
         # an instruction put before every prompt by suites that support it (in-context unlearning)
         self.instruction = instruction
-        self.subject = (getattr(datamodule, "targets", None) or [""])[0]
         self.batch_size, self.max_new_tokens, self.context = batch_size, max_new_tokens, context
         self.device = next(model.parameters()).device
         self.keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters

@@ -54,35 +54,46 @@ def probe_prompt(row: dict, tokenizer, instruction: str | None = None) -> str:
         user, answer_cue = f"{head}\nQuestion: {row['query']}\n", "Answer:"
     if instruction:
         user = instruction.format(subject=row["subject"]) + user
+    return chat_prompt(tokenizer, user) + answer_cue
+
+
+def chat_prompt(tokenizer, user: str) -> str:
+    """``user`` as one user turn of the chat template, ready for the answer (a tokenizer
+    without a chat template: the text itself, ending in a newline)."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
                                              add_generation_prompt=True)
-    else:  # a base model: the user turn as plain text
-        text = user if user.endswith("\n") else user + "\n"
-    return text + answer_cue
+    return user if user.endswith("\n") else user + "\n"
 
 
 @torch.no_grad()
-def probe_answers(model, tokenizer, rows: Sequence[dict], batch_size: int = 32, instruction: str | None = None,
-                  max_new_tokens: int = MAX_NEW_TOKENS, context=None, progress: bool = False,
-                  desc: str = "probes") -> list[str]:
-    """Greedy answers to ``rows`` (batched, left-padded, KV cache), cut at the first newline."""
+def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32, context=None,
+                   progress: bool = False, desc: str = "generate") -> list[str]:
+    """Greedy continuations of text prompts, in order (batched by length, left-padded, KV cache)."""
     from contextlib import nullcontext
 
     from tqdm.auto import tqdm
 
-    prompts = [torch.tensor(tokenizer(probe_prompt(r, tokenizer, instruction), add_special_tokens=False)["input_ids"])
-               for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
-    answers = [""] * len(rows)
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False):
+    ids = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = [""] * len(ids)
+    for start in tqdm(range(0, len(ids), batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         with context or nullcontext():
-            out = greedy_generate(model, [prompts[i] for i in idx], tokenizer.pad_token_id, tokenizer.eos_token_id,
+            new = greedy_generate(model, [ids[i] for i in idx], tokenizer.pad_token_id, tokenizer.eos_token_id,
                                   max_new_tokens)
-        for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
-            answers[i] = text.split("\n")[0].strip()
-    return answers
+        for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+            out[i] = text
+    return out
+
+
+def probe_answers(model, tokenizer, rows: Sequence[dict], batch_size: int = 32, instruction: str | None = None,
+                  max_new_tokens: int = MAX_NEW_TOKENS, context=None, progress: bool = False,
+                  desc: str = "probes") -> list[str]:
+    """Greedy answers to ``rows`` (batched, left-padded, KV cache), cut at the first newline."""
+    prompts = [probe_prompt(r, tokenizer, instruction) for r in rows]
+    texts = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size, context, progress, desc)
+    return [t.split("\n")[0].strip() for t in texts]
 
 
 def rouge_recall(preds: Sequence[str], targets: Sequence[str], scorer: str = "rouge") -> list[float]:

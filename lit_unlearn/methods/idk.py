@@ -30,7 +30,10 @@ def load_refusals(path: str | None = None) -> list[str]:
 
 
 class _RefusalMixin:
-    """Pairs every forget example with a fixed refusal (chosen by row id and seed), encoded once."""
+    """Pairs every forget example with a fixed refusal (chosen by row id and seed), or with its
+    ``preferred_field``, encoded once."""
+
+    preferred_field: str | None = None
 
     def _setup_refusals(self, refusals: str | None, seed: int) -> None:
         self.refusals, self.refusal_seed = load_refusals(refusals), seed
@@ -42,7 +45,7 @@ class _RefusalMixin:
     def _encode_refusals(self) -> None:
         dm = self._datamodule()
         records = dm.forget_records
-        field = getattr(self, "preferred_field", None)
+        field = self.preferred_field
         if field is None:
             answers = [self.refusal_for(i) for i in range(len(records))]
         else:

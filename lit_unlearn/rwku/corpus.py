@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from lit_unlearn.evaluation.rwku_probes import chat_prompt, generate_texts
 from lit_unlearn.utils import atomic_write_text, cache_home, file_lock, isolated_rng
 
 DESCRIBE = "Write a short biography of {name}."
@@ -76,18 +77,11 @@ def cached(kind: str, key: dict, build):
     return data
 
 
-def _chat(tokenizer, text: str) -> str:
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
-    return f"{text}\n"
-
-
 @torch.no_grad()
 def sample(model, tokenizer, prompt: str, n: int, settings: CorpusSettings, seed: int,
            max_new_tokens: int | None = None) -> list[str]:
     """``n`` sampled completions of a chat prompt (one batch, seeded, global RNG untouched)."""
-    enc = tokenizer([_chat(tokenizer, prompt)] * n, return_tensors="pt", add_special_tokens=False)
+    enc = tokenizer([chat_prompt(tokenizer, prompt)] * n, return_tensors="pt", add_special_tokens=False)
     device = next(model.parameters()).device
     with isolated_rng():
         torch.manual_seed(seed)
@@ -99,18 +93,10 @@ def sample(model, tokenizer, prompt: str, n: int, settings: CorpusSettings, seed
     return [t.strip() for t in texts]
 
 
-@torch.no_grad()
 def answer(model, tokenizer, questions: list[str], max_new_tokens: int = 48, batch_size: int = 16) -> list[str]:
     """Greedy chat answers to ``questions``, first paragraph only."""
-    from lit_unlearn.evaluation.rouge import greedy_generate
-
-    out = []
-    for start in range(0, len(questions), batch_size):
-        prompts = [torch.tensor(tokenizer(_chat(tokenizer, q), add_special_tokens=False)["input_ids"])
-                   for q in questions[start : start + batch_size]]
-        ids = greedy_generate(model, prompts, tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens)
-        out += [t.split("\n\n")[0].strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
-    return out
+    prompts = [chat_prompt(tokenizer, q) for q in questions]
+    return [t.split("\n\n")[0].strip() for t in generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size)]
 
 
 def _seed(settings: CorpusSettings, name: str, salt: str) -> int:

@@ -157,6 +157,29 @@ def test_npo_with_lora_on_rwku_raises_forget_loss(chat_model, probes):
     assert module.summary["end"]["forget/nll"] > module.summary["start"]["forget/nll"]
 
 
+def test_dpo_prefers_a_record_field(chat_model):
+    from lit_unlearn import ForgetRetainDataModule, IdkDPO
+
+    rows = [{"question": f"Where does {TARGET} live {i}?", "answer": f"In Town {i}.",
+             "counterfactual": f"Not so: answer {i}."} for i in range(4)]
+    retain = [{"question": f"Where does Bo Rill live {i}?", "answer": "In Port."} for i in range(4)]
+
+    def data(forget):
+        return ForgetRetainDataModule(forget=forget, retain=retain, tokenizer=chat_model, chat_template=True,
+                                      batch_size=2)
+
+    module = IdkDPO(model=chat_model, preferred_field="counterfactual", optimizer=adamw(1e-3))
+    quiet_trainer(max_steps=1, limit_val_batches=0).fit(module, datamodule=data(rows))
+    tok = load_tokenizer(chat_model)
+    for i, row in enumerate(rows):
+        ids, labels, _, _ = module.idk_set[i]
+        assert tok.decode(ids[labels != -100], skip_special_tokens=True).strip() == row["counterfactual"]
+    missing = [{k: v for k, v in r.items() if k != "counterfactual"} for r in rows]
+    broken = IdkDPO(model=chat_model, preferred_field="counterfactual")
+    with pytest.raises(ValueError, match="`preferred_field` 'counterfactual' is missing or empty in row 0"):
+        quiet_trainer(max_steps=1, limit_val_batches=0).fit(broken, datamodule=data(missing))
+
+
 def test_errors_name_the_problem(chat_model, probes):
     rows, _ = probes
     with pytest.raises(ValueError, match=r"no forget probes about \['Nobody Here'\]"):
@@ -184,8 +207,11 @@ def test_scorer_choice_changes_the_filter(chat_model, probes):
     strict.setup("fit")
     lenient = make(chat_model, (lower, []), neighbor_probes=[], scorer="rouge_score")
     lenient.setup("fit")
-    kept = sum(k for k, _ in lenient.probe_counts.values())
-    assert kept >= sum(k for k, _ in strict.probe_counts.values())
+    original = make(chat_model, (rows, []), neighbor_probes=[])
+    original.setup("fit")
+    # rouge_score ignores case and punctuation: the upper-cased answers keep exactly the original probes
+    assert lenient.probe_counts == original.probe_counts
+    assert sum(k for k, _ in strict.probe_counts.values()) <= sum(k for k, _ in lenient.probe_counts.values())
     assert rouge_recall(["abc"], ["ABC."]) == [0.0] and rouge_recall(["abc"], ["ABC."], "rouge_score") == [1.0]
 
 

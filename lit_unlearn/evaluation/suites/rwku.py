@@ -11,8 +11,7 @@ import torch
 from lit_unlearn.evaluation.engine import Evaluator
 from lit_unlearn.evaluation.eos import without_final_eos
 from lit_unlearn.evaluation.mia import ATTACKS, MembershipInference, mia_scores, zlib_length
-from lit_unlearn.evaluation.rouge import greedy_generate
-from lit_unlearn.evaluation.rwku_probes import SCORERS, probe_answers, rouge_recall
+from lit_unlearn.evaluation.rwku_probes import SCORERS, chat_prompt, generate_texts, probe_answers, rouge_recall
 from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult
 from lit_unlearn.objectives import sequence_logprob
 
@@ -162,22 +161,15 @@ class RWKUSuite(EvalSuite):
 
     def _fluency(self, ev: Evaluator) -> float:
         src, rows = ev.records[self.fluency], ev.rows(self.fluency)
-        instruction = ev.instruction
-        texts = []
+        subject = (getattr(ev.dm, "targets", None) or [""])[0]  # ICU names the target; instructions name none
+        prompts = []
         for r in (src.rows[i] for i in rows):
             user = f"Instruction: {r['instruction']}\n"
-            if instruction:  # ICU: RWKU names the target; the fluency records name none, so the first target
-                user = instruction.format(subject=r.get("subject", ev.subject)) + user
-            texts.append(ev.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                                          add_generation_prompt=True)
-                         if getattr(ev.tokenizer, "chat_template", None) else user)
-        prompts = [torch.tensor(ev.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        outputs = []
-        for start in range(0, len(prompts), ev.batch_size):
-            with ev.context:
-                ids = greedy_generate(ev.model, prompts[start : start + ev.batch_size], ev.tokenizer.pad_token_id,
-                                      ev.tokenizer.eos_token_id, self.fluency_max_new_tokens)
-            outputs += ev.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            if ev.instruction:
+                user = ev.instruction.format(subject=r.get("subject", subject)) + user
+            prompts.append(chat_prompt(ev.tokenizer, user))
+        outputs = generate_texts(ev.model, ev.tokenizer, prompts, self.fluency_max_new_tokens, ev.batch_size,
+                                 ev.context)
         self.generations[self.fluency] = [{"instruction": src.rows[i]["instruction"], "prediction": o}
                                           for i, o in zip(rows, outputs)]
         return _mean([ngram_entropy(o) for o in outputs], ev)

@@ -67,7 +67,7 @@ def run(config: Path, target: str, root: Path, start: dict | None = None) -> dic
     return {"config": config.stem, "target": target, "start": start, "end": end, "steps": cli.trainer.global_step,
             "wall_s": wall, "ms_per_step": 1000 * clock.step_time / max(1, clock.steps),
             "probe_counts": cli.datamodule.probe_counts, "stability": gap.history if gap else [],
-            "generations": cli.model.suite.generations if cli.model.suite is not None else {}}
+            "generations": suite.last_result.generations if suite.last_result is not None else {}}
 
 
 def level12(m: dict, kind: str) -> float:

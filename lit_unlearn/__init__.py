@@ -7,6 +7,7 @@ from lit_unlearn.callbacks import (
     DivergenceGuard,
     DualVariable,
     GradientProjection,
+    LogProgress,
     RelearningProbe,
     RunSummary,
     SavePretrained,
@@ -25,6 +26,7 @@ from lit_unlearn.methods import (
     SRMU,
     UNDIAL,
     ConstrainedEntropic,
+    EvaluateOnly,
     FineTune,
     GradAscent,
     GradDiff,
@@ -41,10 +43,10 @@ from lit_unlearn.rwku import RWKU
 __version__ = "0.1.0"
 
 __all__ = [
-    "ICU", "KFADE", "NPO", "REGLU", "RMU", "RWKU", "RWKUSuite", "SRMU", "UNDIAL", "ConstrainedEntropic",
-    "DataAttributionWeights",
-    "DivergenceGuard", "DualVariable", "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent",
-    "GradDiff", "GradientProjection", "IdkDPO", "IdkNLL", "MUSESuite", "Objectives", "RelearningProbe", "RunSummary",
-    "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves",
-    "UnlearningModule", "load_causal_lm", "load_tokenizer",
+    "ConstrainedEntropic", "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly",
+    "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent", "GradDiff", "GradientProjection", "ICU",
+    "IdkDPO", "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "NPO", "Objectives", "REGLU", "RMU", "RWKU", "RWKUSuite",
+    "RelearningProbe", "RunSummary", "SRMU", "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap",
+    "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL", "UnlearningModule", "load_causal_lm",
+    "load_tokenizer",
 ]

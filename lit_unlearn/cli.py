@@ -10,16 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 import lit_unlearn  # noqa: F401  (imports every method and datamodule so short class names resolve)
 from lit_unlearn import registry
-from lit_unlearn.callbacks import RunSummary, SavePretrained
+from lit_unlearn.callbacks import LogProgress, RunSummary, SavePretrained
 from lit_unlearn.datamodules import ForgetRetainDataModule
 from lit_unlearn.methods import UnlearningModule
+from lit_unlearn.utils import interactive, quiet_third_party
 
 TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -53,12 +55,24 @@ class UnlearnCLI(LightningCLI):
             save_dir = getattr(args, "save_dir", None)
             if root and isinstance(save_dir, str) and not Path(save_dir).is_absolute() and "://" not in save_dir:
                 args.save_dir = str(Path(root) / save_dir)
+            if self.subcommand == "test" and str(getattr(logger, "class_path", "")).endswith("TensorBoardLogger"):
+                # test runs go under <save_dir>/test/<model>, not among the fit runs of the method's name
+                args.name = f"test/{model_label(getattr(config.model.init_args, 'model', None))}"
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except Exception as err:  # jsonargparse wraps our argument errors; show the user ours
             raise _root_cause(err) from None
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if (config.get("enable_progress_bar") is not False and not interactive()
+                and not any(isinstance(c, ProgressBar) for c in given)):
+            kwargs["callbacks"] = [*given, LogProgress()]  # a log file: a plain line every 50 steps or 30 s
+        return super().instantiate_trainer(**kwargs)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
@@ -79,6 +93,54 @@ class UnlearnCLI(LightningCLI):
         callback = self.trainer.checkpoint_callback
         if isinstance(callback, ModelCheckpoint) and callback.save_last is None:
             callback.save_last = True  # so that `--ckpt_path last` finds something after a crash
+
+
+def model_label(model: Any) -> str:
+    """A folder name for a model: ``runs/npo/version_3/model`` -> ``npo-version_3``, ``work/gold`` -> ``gold``."""
+    if not isinstance(model, str) or not model:
+        return "model"
+    path = Path(model.replace("builtin:", "builtin-"))
+    parts = [path.parent.parent.name, path.parent.name] if path.name == "model" and path.parent.name else [path.name]
+    label = "-".join(p for p in parts if p)
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label) or "model"
+
+
+# `lit-unlearn test|validate` short forms: --model <model dir> evaluates that model (EvaluateOnly)
+SHORT_FORMS = {"--suite": "--model.init_args.suite", "--gold": "--model.init_args.compare_with"}
+
+
+def expand_short_forms(args: list[str]) -> list[str]:
+    """``test --model DIR --suite TOFUSuite --gold GOLD`` -> the full LightningCLI arguments.
+
+    ``--model`` with a method class (a registered name, a dotted path or a JSON/YAML mapping)
+    is left alone; with anything else (a directory, a hub id, ``builtin:...``) the model is
+    evaluated by :class:`~lit_unlearn.methods.EvaluateOnly` unless a config names a method."""
+    if not args or args[0] not in ("test", "validate"):
+        return args
+    out, model, i = [args[0]], None, 1
+    while i < len(args):
+        key, eq, value = args[i].partition("=")
+        if key in ("--model", *SHORT_FORMS) and (eq or i + 1 < len(args)):
+            value, i = (value, i + 1) if eq else (args[i + 1], i + 2)
+            if key != "--model":
+                out += [SHORT_FORMS[key], value]
+            elif _is_method(value):
+                out += ["--model", value]
+            else:
+                model = value
+            continue
+        out.append(args[i])
+        i += 1
+    if model is not None:
+        out = [out[0], "--model", "EvaluateOnly", *out[1:], "--model.init_args.model", model]
+    return out
+
+
+def _is_method(value: str) -> bool:
+    text = value.strip()
+    if text.startswith(("{", "class_path")) or text in registry.methods():
+        return True
+    return "." in text and "/" not in text and ":" not in text and not Path(text).exists()
 
 
 def continue_last_version(trainer) -> str | None:
@@ -118,6 +180,13 @@ def _root_cause(err: BaseException) -> BaseException:
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
+    quiet_third_party()
+    if args is None:  # the console script: Lightning reads sys.argv (passing it as args would warn)
+        expanded = expand_short_forms(sys.argv[1:])
+        if expanded != sys.argv[1:]:
+            sys.argv = [sys.argv[0], *expanded]
+    else:
+        args = expand_short_forms(list(args))
     return UnlearnCLI(
         UnlearningModule,
         ForgetRetainDataModule,
@@ -140,7 +209,8 @@ INPUT_ERRORS = (ValueError, OSError, ImportError, argparse.ArgumentError)
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``lit-unlearn``): argument and input errors end the command with
     ``lit-unlearn: error: ...`` on the first line of stderr and exit status 2. ``lit-unlearn
-    methods`` and ``lit-unlearn callbacks`` list what the registry holds."""
+    methods`` and ``lit-unlearn callbacks`` list what the registry holds; ``lit-unlearn tokenizer`` and
+    ``lit-unlearn new-model`` make a tokenizer and a start model for your own data (:mod:`lit_unlearn.scratch`)."""
     argv = sys.argv[1:] if args is None else args
     if argv[:1] == ["methods"]:
         print(registry.methods_table())
@@ -149,6 +219,11 @@ def main(args: list[str] | None = None) -> None:
         print(registry.callbacks_table())
         return
     try:
+        if argv[:1] in (["tokenizer"], ["new-model"]):
+            from lit_unlearn import scratch
+
+            scratch.main(argv)
+            return
         cli_main(args)
     except KeyboardInterrupt:
         raise

@@ -18,8 +18,8 @@ from lit_unlearn import callbacks as _callbacks
 from lit_unlearn import methods as _methods
 from lit_unlearn.methods.base import UnlearningModule
 
-# Callbacks that write a run's outputs; lit-unlearn adds them to every run (not "general" callbacks).
-OUTPUT_CALLBACKS = ("RunSummary", "SavePretrained")
+# Callbacks that write a run's outputs or its progress; lit-unlearn adds them itself (not "general" callbacks).
+OUTPUT_CALLBACKS = ("RunSummary", "SavePretrained", "LogProgress")
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"  # in a source checkout
 
 
@@ -51,7 +51,7 @@ def config_method(path: Path) -> str | None:
     return class_path.rsplit(".", 1)[-1] if isinstance(class_path, str) else None
 
 
-CONFIG_DIRS = ("methods", "rwku")  # the fictitious benchmark's recipes, then the real model's (RWKU)
+CONFIG_DIRS = ("methods", "rwku", "own")  # the fictitious benchmark's recipes, the real model's (RWKU), your own data's
 
 
 def method_configs(root: Path = CONFIG_ROOT) -> dict[str, list[Path]]:

@@ -1,15 +1,21 @@
-"""Small shared helpers: cache home, atomic directory writes, file locks, RNG isolation."""
+"""Small shared helpers: cache home, atomic directory writes, file locks, RNG isolation, progress that
+works in a log file, and quieter third-party output."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import shutil
+import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TextIO, TypeVar
 
 import torch
 
@@ -139,3 +145,125 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+PROGRESS_ENV = "LIT_UNLEARN_PROGRESS"
+T = TypeVar("T")
+
+
+def interactive(stream: TextIO | None = None) -> bool:
+    """Whether progress is shown as an interactive (redrawn) bar rather than plain lines.
+
+    ``$LIT_UNLEARN_PROGRESS`` decides when set: ``bar`` (interactive) or ``plain`` (lines, as in
+    a log file); otherwise (unset, empty or ``auto``) whether ``stream`` (default ``sys.stdout``)
+    is a terminal.
+    """
+    mode = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if mode in ("bar", "plain"):
+        return mode == "bar"
+    if mode not in ("", "auto"):
+        raise ValueError(f"${PROGRESS_ENV}={os.environ[PROGRESS_ENV]!r}: expected 'bar', 'plain' or 'auto'")
+    stream = sys.stdout if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
+def format_duration(seconds: float) -> str:
+    """``4.2s``, ``42s``, ``1m52s``, ``2h05m``."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f}s"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_rate(per_second: float) -> str:
+    """``2.5 it/s``, or ``4.0 s/it`` below one iteration per second."""
+    if per_second >= 1 or per_second <= 0:
+        return f"{per_second:.3g} it/s"
+    return f"{1 / per_second:.3g} s/it"
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, *, disable: bool = False,
+             leave: bool = False, every_seconds: float = 30.0, file: TextIO | None = None) -> Iterable[T]:
+    """``iterable`` with progress: a tqdm bar on a terminal, plain lines in a log file.
+
+    Where :func:`interactive` is false for ``file`` (default ``sys.stderr``, tqdm's stream), one
+    line ``desc: 12/40 (30%) 0.41 it/s ETA 1m08s`` every ``every_seconds`` and, if any was
+    printed, ``desc: 40 done in 1m38s`` at the end; a loop shorter than ``every_seconds`` prints
+    nothing. ``disable``: ``iterable`` itself.
+    """
+    if disable:
+        return iterable
+    if interactive(sys.stderr if file is None else file):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, leave=leave, file=file)
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    return _plain_progress(iterable, desc, total, every_seconds, file)
+
+
+def _plain_progress(iterable: Iterable[T], desc: str, total: int | None, every_seconds: float,
+                    file: TextIO | None) -> Iterator[T]:
+    started = last = time.monotonic()
+    done, printed = 0, False
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= every_seconds:
+            rate = done / max(now - started, 1e-9)
+            if total:
+                eta = format_duration((total - done) / rate) if rate > 0 else "?"
+                where = f"{done}/{total} ({100 * done / total:.0f}%) {format_rate(rate)} ETA {eta}"
+            else:
+                where = f"{done} {format_rate(rate)}"
+            print(f"{desc}: {where}", file=sys.stderr if file is None else file, flush=True)
+            last, printed = now, True
+    if printed:
+        print(f"{desc}: {done} done in {format_duration(time.monotonic() - started)}",
+              file=sys.stderr if file is None else file, flush=True)
+
+
+# Lightning's advertisements ("💡 Tip: ... try installing [litlogger] / [litmodels]"), logged
+# through rank_zero_info on these loggers.
+_TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+
+
+def is_third_party_tip(message: str) -> bool:
+    """Whether a log message is a third-party tip (an advertisement, nothing about this run)."""
+    text = message.lstrip()
+    return text.startswith("💡 Tip") or (text.startswith("Tip:") and ("litlogger" in text or "litmodels" in text))
+
+
+class ThirdPartyTipFilter(logging.Filter):
+    """Drops the log records :func:`is_third_party_tip` recognises; keeps every other record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to drop
+            return True
+        return not is_third_party_tip(message)
+
+
+_TIP_FILTER = ThirdPartyTipFilter()
+
+
+def quiet_third_party() -> None:
+    """Silence third-party noise that says nothing about the run (idempotent): Lightning's
+    "💡 Tip" advertisements, and torch's FutureWarning about ``isinstance(treespec, LeafSpec)``
+    that Lightning's own ``_pytree`` helper triggers on every fit (not fixable here)."""
+    for name in _TIP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _TIP_FILTER not in logger.filters:
+            logger.addFilter(_TIP_FILTER)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)

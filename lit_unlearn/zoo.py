@@ -88,6 +88,7 @@ def build(preset: str, model: str, path: Path) -> None:
     from lightning.pytorch.callbacks import TQDMProgressBar
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    from lit_unlearn.callbacks.log_progress import LogProgress, interactive
     from lit_unlearn.datamodules.fictitious_people import FictitiousPeople
     from lit_unlearn.datamodules.forget_retain import ForgetRetainDataModule
     from lit_unlearn.methods.finetune import FineTune
@@ -116,10 +117,12 @@ def build(preset: str, model: str, path: Path) -> None:
             evaluate_at_start=False)
         data = ForgetRetainDataModule(forget=records, tokenizer=tok_path, eval_sets={}, batch_size=spec.batch_size,
                                       max_length=64, seed=spec.seed)
-        # tqdm, not rich: a build may start while another Trainer's rich display is live
+        # tqdm, not rich: a build may start while another Trainer's rich display is live; in a log
+        # file, a plain line every 30 s
+        bar = TQDMProgressBar(leave=True) if interactive() else LogProgress(every_n_steps=0)
         trainer = Trainer(max_epochs=spec.epochs, logger=False, enable_checkpointing=False, devices=1,
                           gradient_clip_val=1.0, enable_model_summary=False, limit_val_batches=0,
-                          num_sanity_val_steps=0, callbacks=[TQDMProgressBar(leave=True)])
+                          num_sanity_val_steps=0, callbacks=[bar])
         trainer.fit(module, datamodule=data)
         trained = time.perf_counter() - started
         with atomic_dir(path) as tmp:

@@ -53,9 +53,26 @@ def test_tofu_local_config_runs_on_files_in_the_tofu_schema(tmp_path, tiny_subje
     write_tofu_files(tmp_path)
     monkeypatch.chdir(tmp_path)
     cli = run_fit("--config", method_config("npo"), "--config", str(CONFIGS / "data/tofu_local.yaml"),
-                  f"--model.init_args.model={tiny_subject}", tmp_path=tmp_path)
+                  f"--model.init_args.model={tiny_subject}", "--model.init_args.compare_with=null", tmp_path=tmp_path)
     assert cli.trainer.global_step == 2
     assert set(cli.model.summary["end"]) >= {"forget/nll", "retain/nll", "holdout/nll"}
+    assert cli.datamodule.batch_size == 8  # the method config's: a data config sets only data
+
+
+def test_data_configs_read_files_from_data_dir_and_name_the_option_when_wrong(tmp_path, tiny_subject, monkeypatch):
+    write_tofu_files(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", method_config("npo"), "--config", str(CONFIGS / "data/tofu_local.yaml"),
+            f"--model.init_args.model={tiny_subject}"]
+    with pytest.raises(ValueError, match="compare_with.*embedded benchmark.*--model.init_args.compare_with"):
+        run_fit(*args, f"--data.init_args.data_dir={tmp_path / 'elsewhere/data/TOFU'}", tmp_path=tmp_path)
+    with pytest.raises(FileNotFoundError, match="data_dir.*not a directory"):
+        run_fit(*args, "--model.init_args.compare_with=null", tmp_path=tmp_path)  # data/TOFU is not here
+    (tmp_path / "elsewhere/data/TOFU/holdout10.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"eval_sets.holdout: .*holdout10.json.*does not exist.*data_dir"):
+        run_fit(*args, "--model.init_args.compare_with=null",
+                f"--data.init_args.data_dir={tmp_path / 'elsewhere/data/TOFU'}", tmp_path=tmp_path)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_short_class_names_and_print_config(tmp_path, tiny_subject, capsys):

@@ -62,7 +62,7 @@ def test_builtin_real_model_knows_facts_and_unlearns_with_lora(tmp_path):
     assert dm.probe_counts["forget_level2"] == (3, 3)
     result = trainer.test(module, datamodule=dm, verbose=False)[0]
     assert 0.0 <= result["forget_level2/rougeL_recall"] <= 1.0
-    assert len(suite.generations["forget_level2"]) == 3
+    assert len(module.suite_result.generations["forget_level2"]) == 3
     assert (tmp_path / "unlearned" / "adapter_model.safetensors").is_file()
     assert path.endswith("smollm2-135m-v1")
 

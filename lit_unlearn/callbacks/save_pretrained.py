@@ -78,6 +78,6 @@ class SavePretrained(Callback):
                 if pl_module.summary:
                     (tmp / SUMMARY_FILE).write_text(json.dumps(pl_module.summary, indent=2))
                 write_json(tmp / RUN_INFO, run_record(pl_module, trainer.datamodule))
-            rank_zero_info(f"Saved the unlearned model to {path}")
+            rank_zero_info(f"Saved the {getattr(pl_module, 'result_name', 'model')} to {path}")
         trainer.strategy.barrier("lit_unlearn_save")
         self.saved_path = path

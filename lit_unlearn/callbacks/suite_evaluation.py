@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_unlearn import checks
-from lit_unlearn.evaluation import EvalSuite
+from lit_unlearn.evaluation import EvalSuite, SuiteResult, diagnostics
 from lit_unlearn.tensorboard import log_metrics
 
 
@@ -40,6 +40,7 @@ class SuiteEvaluation(Callback):
         self.at_start, self.at_end = at_start, at_end
         self.last_step = -1
         self.history: list[dict[str, float]] = []
+        self.last_result: SuiteResult | None = None  # the latest run (metrics, stats, generations)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit" and self.suite is None and getattr(pl_module, "suite", None) is None:
@@ -53,7 +54,10 @@ class SuiteEvaluation(Callback):
         if suite is None:
             raise ValueError("SuiteEvaluation: no suite; pass `suite` to the callback or to the module")
         step = trainer.global_step
-        metrics = module.run_suite(self.stage, suite).metrics
+        self.last_result = module.run_suite(self.stage, suite)
+        metrics = self.last_result.metrics
+        if step == 0:  # the start model: forget quality that is already high makes the metric blind
+            diagnostics.emit(diagnostics.start_model_checks(metrics), getattr(suite, "_warned", None))
         logged = {f"suite/{k}": v for k, v in metrics.items()}
         if in_hook_that_logs:
             module.log_dict({k: torch.tensor(v) for k, v in logged.items()}, logger=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lit_unlearn.evaluation import diagnostics
 from lit_unlearn.evaluation.summary import format_summary, write_results
 from lit_unlearn.models import load_causal_lm
 from lit_unlearn.provenance import RUN_INFO, run_record, write_json
@@ -69,15 +70,40 @@ class RunSummary(Callback):
             pl_module.summary.update({k: v for k, v in stored.items() if k in ("start", "gold")})
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """``results.json`` and ``results.md``, and ``generations.json`` beside them: the suite's
+        first generations of each set, ``{set: [{"prompt", "reference", "generated"}, ...]}``
+        (the suite's ``keep_generations``; no file when it kept none)."""
+        from lit_unlearn.utils import atomic_write_text
+
         result = getattr(pl_module, "suite_result", None)
         log_dir = Path(trainer.log_dir or ".")  # a collective under DDP: every rank asks
+        if result is not None and _is_subject(pl_module):  # a start model: its forget quality must be low
+            found = diagnostics.start_model_checks(result.metrics)
+            result.stats.setdefault("warnings", []).extend(diagnostics.emit(found) if trainer.is_global_zero else found)
         if result is not None and trainer.is_global_zero:
             write_results(log_dir, pl_module.summary.get("test", result.metrics), result.stats, pl_module.model_path,
                           type(pl_module.suite).__name__, pl_module.summary)
+            if result.generations:
+                atomic_write_text(log_dir / "generations.json",
+                                  json.dumps(result.generations, indent=1, ensure_ascii=False))
         self._print(trainer, pl_module, "test")
 
     def _print(self, trainer: Trainer, pl_module: LightningModule, stage: str, seconds: float | None = None) -> None:
         if self.verbose and trainer.is_global_zero:
-            text = format_summary(getattr(pl_module, "summary", {}), stage, seconds=seconds)
+            result = getattr(pl_module, "suite_result", None) if stage == "test" else None
+            warned = result.stats.get("warnings") if result is not None else None
+            text = format_summary(getattr(pl_module, "summary", {}), stage, seconds=seconds, warnings=warned)
             if text:
                 print(text, flush=True)
+
+
+def _is_subject(pl_module: LightningModule) -> bool:
+    """Whether the tested model was fine-tuned (``FineTune``, as a subject is) and is not the gold model."""
+    path, gold = getattr(pl_module, "model_path", None), getattr(pl_module, "compare_with", None)
+    info = Path(path or "") / RUN_INFO
+    if not path or not info.is_file() or (gold and Path(gold).resolve() == Path(path).resolve()):
+        return False
+    try:
+        return json.loads(info.read_text()).get("method") == "FineTune"
+    except (OSError, ValueError):
+        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from lit_unlearn.datamodules.sampling import (
     PairDataset,
     ShardedEvalSampler,
 )
-from lit_unlearn.datamodules.sources import Records, Source, load_records
+from lit_unlearn.datamodules.sources import SUPPORTED_EXTENSIONS, Records, Source, load_records
 
 
 class ForgetRetainDataModule(LightningDataModule):
@@ -52,6 +53,11 @@ class ForgetRetainDataModule(LightningDataModule):
         neighbor_fraction: share of each modular batch's retain rows drawn from the neighbors.
         suite_sets: named sets that only evaluation suites read (in both stages): not tokenised,
             no dataloader, any fields (e.g. probe records, multiple-choice questions).
+        data_dir: directory that relative file paths of every set are read from (one place to
+            point a config at your files: ``--data.init_args.data_dir /path/to/files``).
+        train_answers: answer fields each forget/retain training row is learned with, one
+            example per field, e.g. ``[answer, paraphrased_answer]`` to fine-tune on both
+            phrasings; default the ``answer`` field only. Evaluation sets are not expanded.
         max_eval_examples: evaluate on a seeded subset of at most this many rows per set.
         num_workers: DataLoader workers (0 is fastest for pre-tokenised data).
         seed: seed of the sampling and of evaluation subsets.
@@ -74,6 +80,8 @@ class ForgetRetainDataModule(LightningDataModule):
         neighbor_sets: dict[str, Source] | None = None,
         neighbor_fraction: float = 0.5,
         suite_sets: dict[str, Source] | None = None,
+        data_dir: str | None = None,
+        train_answers: list[str] | None = None,
         max_eval_examples: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -96,12 +104,24 @@ class ForgetRetainDataModule(LightningDataModule):
         self.sampling, self.max_eval_examples = sampling, max_eval_examples
         self.num_workers, self.seed = num_workers, seed
         self._tokenizer_arg = tokenizer
+        self.data_dir = Path(data_dir).expanduser() if data_dir else None
+        if self.data_dir is not None and not self.data_dir.is_dir():
+            raise FileNotFoundError(f"ForgetRetainDataModule: `data_dir` '{self.data_dir}' is not a directory; "
+                                    "set --data.init_args.data_dir to the folder holding your data files")
+        if train_answers is not None and (not isinstance(train_answers, (list, tuple)) or not train_answers
+                                          or not all(isinstance(f, str) and f for f in train_answers)):
+            raise ValueError(f"ForgetRetainDataModule: `train_answers` must be a non-empty list of field names, "
+                             f"got {train_answers!r}")
+        self.train_answers = list(train_answers) if train_answers else None
+        forget, retain = self._in_dir(forget), self._in_dir(retain)
+        eval_sets, test_sets = self._in_dir(eval_sets, named=True), self._in_dir(test_sets, named=True)
+        neighbor_sets, suite_sets = self._in_dir(neighbor_sets, named=True), self._in_dir(suite_sets, named=True)
 
         # Read everything now so that bad input fails before any work starts.
-        self.forget_records = load_records(forget, "forget")
+        self.forget_records = self._load(forget, "forget")
         if not len(self.forget_records):
             raise ValueError(f"ForgetRetainDataModule: the forget set ({self.forget_records.origin}) is empty")
-        self.retain_records = load_records(retain, "retain") if retain is not None else None
+        self.retain_records = self._load(retain, "retain") if retain is not None else None
         if self.retain_records is not None and not len(self.retain_records):
             raise ValueError(f"ForgetRetainDataModule: the retain set ({self.retain_records.origin}) is empty; pass "
                              "retain=None for methods without a retain term")
@@ -118,6 +138,7 @@ class ForgetRetainDataModule(LightningDataModule):
         self.neighbor_records = self._load_named(neighbor_sets, "neighbor_sets") if neighbor_sets else {}
         self.suite_records = self._load_named(suite_sets, "suite_sets") if suite_sets else {}
         self._check_fields()
+        self._check_train_answers()
         self._warn_overlap()
         if sampling == "modular":
             self._check_modular()
@@ -130,6 +151,47 @@ class ForgetRetainDataModule(LightningDataModule):
         self._fingerprint: dict[str, str] | None = None
 
     # ---------------------------------------------------------------- loading
+    def _in_dir(self, source: Any, named: bool = False) -> Any:
+        """``source`` with a relative file path read from ``data_dir`` (sets by name if ``named``)."""
+        if named:
+            return {k: self._in_dir(v) for k, v in source.items()} if isinstance(source, dict) else source
+        if self.data_dir is None:
+            return source
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            return {**source, "path": self._in_dir(source["path"])}
+        if isinstance(source, str) and Path(source).suffix.lower() in SUPPORTED_EXTENSIONS:
+            path = Path(source).expanduser()
+            return source if path.is_absolute() else str(self.data_dir / path)
+        return source
+
+    def _load(self, source: Source, role: str) -> Records:
+        try:
+            return load_records(source, role)
+        except FileNotFoundError as err:
+            where = f" (read from `data_dir` '{self.data_dir}')" if self.data_dir is not None else ""
+            raise FileNotFoundError(f"ForgetRetainDataModule: {err}{where}; change `data.init_args.data_dir` or "
+                                    f"`data.init_args.{role}`" + (" (or remove that set)" if "." in role else "")
+                                    ) from None
+
+    def _check_train_answers(self) -> None:
+        if self.train_answers is None:
+            return
+        for role, recs in (("forget", self.forget_records), ("retain", self.retain_records)):
+            for i, row in enumerate(recs.rows if recs is not None else []):
+                missing = [f for f in self.train_answers if row.get(f) in (None, "")]
+                if missing:
+                    raise ValueError(f"{role}: {recs.where(i)} has no {missing} field(s), which `train_answers` "
+                                     f"{self.train_answers} asks to train on")
+
+    def _training(self, records: Records, role: str) -> Records:
+        """One training row per ``train_answers`` field (the records unchanged without it)."""
+        if self.train_answers is None:
+            return records
+        answer = self.fields_for(records, role).answer
+        rows = [{**r, answer: r[f]} for r in records.rows for f in self.train_answers]
+        return Records(rows, f"{records.origin} (answers {', '.join(self.train_answers)})", records.path,
+                       records.meta)
+
     def _load_named(self, sets: dict[str, Source], arg: str) -> dict[str, Records]:
         if not isinstance(sets, dict):
             raise TypeError(f"ForgetRetainDataModule: `{arg}` must map set names to sources, got {type(sets).__name__}")
@@ -144,7 +206,7 @@ class ForgetRetainDataModule(LightningDataModule):
             elif src == "retain" and self.retain_records is not None:
                 out[name] = self.retain_records
             else:
-                out[name] = load_records(src, f"{arg}.{name}")
+                out[name] = self._load(src, f"{arg}.{name}")
             if not len(out[name]):
                 raise ValueError(f"ForgetRetainDataModule: evaluation set '{name}' ({out[name].origin}) is empty")
         return out
@@ -232,9 +294,11 @@ class ForgetRetainDataModule(LightningDataModule):
             return cache[id(records)]
 
         if self.forget_set is None:
-            self.forget_set = encoded(self.forget_records, "forget")
+            train = encoded if self.train_answers is None else (
+                lambda r, role: self.encode(self._training(r, role), role))  # expanded copies: not cached by id
+            self.forget_set = train(self.forget_records, "forget")
             if self.retain_records is not None:
-                self.retain_set = encoded(self.retain_records, "retain")
+                self.retain_set = train(self.retain_records, "retain")
             self.neighbor_encoded = {n: encoded(r, f"neighbor_sets.{n}") for n, r in self.neighbor_records.items()}
             self.eval_encoded = {n: self._subset(encoded(r, n)) for n, r in self.eval_records.items()}
             self.test_encoded = {n: self._subset(encoded(r, n)) for n, r in self.test_records.items()}

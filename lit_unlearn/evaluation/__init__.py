@@ -1,5 +1,6 @@
 """Metrics for unlearning evaluation (torchmetrics, synced across ranks) and the suites."""
 
+from lit_unlearn.evaluation import diagnostics
 from lit_unlearn.evaluation.engine import Evaluator
 from lit_unlearn.evaluation.eos import without_final_eos
 from lit_unlearn.evaluation.forget_quality import ForgetQuality, forget_quality
@@ -27,7 +28,8 @@ __all__ = [
     "AnswerProbability", "EvalSuite", "Evaluator", "ExactMemorization", "ExtractionStrength", "ForgetQuality",
     "GoldReference", "MUSESuite", "MembershipInference", "OptionProbability", "RWKUSuite", "RougeL", "SuiteResult",
     "TOFUSuite",
-    "TeacherForcedMetrics", "TruthRatio", "answer_probability", "auc", "exact_memorization", "extraction_strength",
+    "TeacherForcedMetrics", "TruthRatio", "answer_probability", "auc", "diagnostics", "exact_memorization",
+    "extraction_strength",
     "forget_quality", "greedy_generate", "harmonic_mean", "mia_scores", "option_probability", "privacy_leak",
     "rouge_l", "teacher_forced_stats", "truth_ratio", "truth_ratio_score", "without_final_eos",
 ]

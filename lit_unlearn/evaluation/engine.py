@@ -3,30 +3,131 @@
 ``Evaluator`` shards each set's records across ranks, runs teacher-forced passes in
 batches of similar length (left padding; the LM head only on the answer positions via
 ``logits_to_keep``), scores several answers of one question from a shared KV-cached prompt,
-and generates greedy answers in left-padded batches.
+and generates greedy answers in left-padded batches, never past the model's context
+(:func:`generation_budget`, :class:`GenerationLimit`), keeping the first rows of each set's
+generations for inspection (``Evaluator.generations``).
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lit_unlearn.datamodules.encoding import collate
 from lit_unlearn.datamodules.sampling import _world
 from lit_unlearn.datamodules.sources import Records
 from lit_unlearn.evaluation.rouge import greedy_generate
+from lit_unlearn.utils import progress
+
+# config fields that give the positions a model takes, first found wins (GPT-2 maps
+# `max_position_embeddings` to its `n_positions`; MPT-style configs have `max_sequence_length`)
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+
+
+def model_context(model) -> int | None:
+    """The positions ``model`` takes, prompt and generated tokens together: its config's
+    ``max_position_embeddings``, ``n_positions`` or ``max_sequence_length`` (a multimodal
+    model's text config); None when the config names none (no clamp)."""
+    found = _context_field(model)
+    return found[1] if found else None
+
+
+def _context_field(model) -> tuple[str, int] | None:
+    config = getattr(model, "config", None)
+    if config is not None and callable(getattr(config, "get_text_config", None)):
+        config = config.get_text_config()
+    for key in CONTEXT_FIELDS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            return key, value
+    return None
+
+
+def generation_budget(model, prompt_len: int, requested: int) -> int:
+    """New tokens a prompt of ``prompt_len`` tokens may get: ``requested``, clamped so that
+    ``prompt_len + new <= model_context(model)`` (``requested`` when the context is unknown).
+    0 when the prompt alone fills the context (:class:`GenerationLimit` left-truncates such
+    prompts first)."""
+    return _clamp(model_context(model), prompt_len, requested)
+
+
+def _clamp(context: int | None, prompt_len: int, requested: int) -> int:
+    return requested if context is None else max(0, min(requested, context - prompt_len))
+
+
+class GenerationLimit:
+    """Keeps greedy generation inside a model's context, and says so once.
+
+    Every generation path of the library goes through one (``Evaluator.limit`` for a suite
+    run; :func:`~lit_unlearn.evaluation.rwku_probes.generate_texts` makes its own otherwise):
+
+    - :meth:`fit` left-truncates a prompt that alone leaves no room (``len >= context``) to
+      its last ``context - 1`` tokens, so it still gets an answer: the end of a prompt (the
+      question and its answer cue) is what generation continues; skipping the row instead
+      would score it as an empty answer. Prompts shorter than the context are unchanged.
+    - :meth:`budget` gives a left-padded batch the budget of its longest prompt
+      (:func:`generation_budget`): no row, padding included, runs past the context. Batches
+      hold prompts of similar length, so a row gets at most a few tokens fewer than its own
+      ``context - prompt_len``; nothing changes when ``requested`` fits.
+    - The first time a budget is clamped or a prompt truncated, a ``UserWarning`` names the
+      requested budget, the model's context, the effective budget and the suite option to
+      change; once per limit and option (one evaluation), not per batch.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.field, self.context = _context_field(model) or (None, None)
+        self.warned: set[str] = set()
+
+    def fit(self, prompts: Sequence[Tensor], requested: int, where: str = "generate",
+            option: str = "max_new_tokens") -> list[Tensor]:
+        """``prompts`` with those of ``context`` tokens or more left-truncated; warns (once per
+        ``option``) when the budget of ``requested`` new tokens is clamped for any of them."""
+        prompts = list(prompts)
+        if self.context is None or not prompts:
+            return prompts
+        room = self.context - 1
+        longest = max(len(p) for p in prompts)
+        cut = sum(len(p) > room for p in prompts)
+        prompts = [p[len(p) - room:] if len(p) > room else p for p in prompts]
+        if (cut or longest + requested > self.context) and option not in self.warned:
+            self.warned.add(option)
+            low = self.context - max(len(p) for p in prompts)
+            high = min(requested, self.context - min(len(p) for p in prompts))
+            span = str(low) if low == high else f"{low}-{high}"
+            name = getattr(getattr(self.model, "config", None), "_name_or_path", "") or type(self.model).__name__
+            advice = f"Set the suite's `{option}` to at most {low} for the same budget on every row"
+            if cut:
+                advice = (f"{cut} prompt(s) of {self.context}+ tokens are left-truncated to their last {room} "
+                          "tokens; shorten the prompts (the prompt template, instruction or data) or use a model "
+                          "with a longer context")
+            warnings.warn(
+                f"{where}: `{option}`={requested} new tokens after prompts of up to {longest} tokens would run past "
+                f"the model's context ({name}: {self.context} positions, its config's `{self.field}`); generation "
+                f"is clamped to context - prompt length, an effective budget of {span} new tokens here. "
+                f"{advice} (said once per evaluation).", UserWarning, stacklevel=2)
+        return prompts
+
+    def budget(self, prompts: Sequence[Tensor], requested: int) -> int:
+        """The budget of one left-padded batch of ``prompts``: its longest prompt's."""
+        return _clamp(self.context, max(len(p) for p in prompts), requested)
 
 
 class Evaluator:
-    """Batched passes over this rank's share of each set's records (what ``EvalSuite.evaluate`` gets)."""
+    """Batched passes over this rank's share of each set's records (what ``EvalSuite.evaluate`` gets).
+
+    ``generations`` holds, per set generated on, the first ``keep_generations`` rows (of this
+    rank's share) as ``{"prompt", "reference", "generated"}`` (:meth:`keep`); ``limit`` keeps
+    every generation of the run inside the model's context (:class:`GenerationLimit`).
+    """
 
     def __init__(self, model, tokenizer, datamodule, records: dict[str, Records], batch_size: int,
                  max_new_tokens: int, context, progress: bool, share_prompts: bool = True,
-                 instruction: str | None = None) -> None:
+                 instruction: str | None = None, keep_generations: int = 20) -> None:
         self.model, self.tokenizer, self.dm, self.records = model, tokenizer, datamodule, records
         # an instruction put before every prompt by suites that support it (in-context unlearning)
         self.instruction = instruction
@@ -38,6 +139,9 @@ class Evaluator:
         self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.world, self.rank = _world()
         self.progress = progress and self.rank == 0
+        self.limit = GenerationLimit(model)
+        self.keep_generations = keep_generations
+        self.generations: dict[str, list[dict]] = {}
 
     def rows(self, name: str) -> list[int]:
         """This rank's record ids of a set (after the datamodule's evaluation subset)."""
@@ -64,7 +168,7 @@ class Evaluator:
         pad = self.tokenizer.pad_token_id
         order = sorted(range(len(data)), key=lambda i: len(data[i][0]))
         starts = range(0, len(data), self.batch_size)
-        for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
+        for start in progress(starts, desc, disable=not self.progress):
             items = [data[i] for i in order[start : start + self.batch_size]]
             if not self.keep_logits:
                 batch = {k: v.to(self.device) for k, v in collate(items, pad).items()}
@@ -115,7 +219,7 @@ class Evaluator:
                 encoded[key] = ([(j, 0) for j in range(len(rows))], data)
         per_record = max(1, self.batch_size // max(1, sum(len(v[0]) for v in encoded.values()) // max(1, len(rows))))
         starts = range(0, len(rows), per_record)
-        for start in tqdm(starts, desc=f"{name}/score", disable=not self.progress, leave=False):
+        for start in progress(starts, f"{name}/score", disable=not self.progress):
             chunk = range(start, min(start + per_record, len(rows)))
             items = [(key, j, k, data[pos]) for key, (where, data) in encoded.items()
                      for pos, (j, k) in enumerate(where) if j in chunk]
@@ -194,8 +298,13 @@ class Evaluator:
             yield key, batch, logits[idx]
 
     def generate(self, name: str, rows: list[int], max_new_tokens: int | None = None, stop: Sequence[str] = (),
-                 target_tokens: int | None = None) -> tuple[list[str], list[str]]:
+                 target_tokens: int | None = None, option: str = "max_new_tokens") -> tuple[list[str], list[str]]:
         """Greedy answers and the reference answers of a set's rows.
+
+        Generation stays inside the model's context (:class:`GenerationLimit`): each batch
+        gets at most ``context - longest prompt`` new tokens, a prompt that alone fills the
+        context is left-truncated to its last ``context - 1`` tokens, and the first clamp of
+        the run warns once. The first ``keep_generations`` rows are kept in ``generations``.
 
         Args:
             max_new_tokens: generation budget (default the suite's).
@@ -204,18 +313,21 @@ class Evaluator:
             target_tokens: cut each reference to its first ``target_tokens`` tokens (special
                 tokens included, then decoded without them), as MUSE's verbmem does with the
                 true continuation.
+            option: the suite option that sets ``max_new_tokens`` (named by the warning).
         """
         budget = max_new_tokens or self.max_new_tokens
         data = self.encode(name, rows)
         prompts = [data[i][0][: _prompt_len(data[i][1])] for i in range(len(data))]
+        prompts = self.limit.fit(prompts, budget, f"generating on '{name}'", option)
         order = sorted(range(len(data)), key=lambda i: len(prompts[i]))  # less left padding
         preds = [""] * len(data)
         starts = range(0, len(data), self.batch_size)
-        for start in tqdm(starts, desc=f"{name}/generate", disable=not self.progress, leave=False):
+        for start in progress(starts, f"{name}/generate", disable=not self.progress):
             idx = order[start : start + self.batch_size]
+            batch = [prompts[i] for i in idx]
             with self.context:
-                out = greedy_generate(self.model, [prompts[i] for i in idx], self.tokenizer.pad_token_id,
-                                      self.tokenizer.eos_token_id, budget)
+                out = greedy_generate(self.model, batch, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
+                                      self.limit.budget(batch, budget))
             for i, text in zip(idx, self.tokenizer.batch_decode(out, skip_special_tokens=True)):
                 for s in stop:
                     text = text.split(s)[0]
@@ -225,7 +337,24 @@ class Evaluator:
         if target_tokens is not None and targets:
             ids = self.tokenizer(targets, add_special_tokens=True)["input_ids"]
             targets = self.tokenizer.batch_decode([t[:target_tokens] for t in ids], skip_special_tokens=True)
+        n = max(0, self.keep_generations)
+        self.keep(name, self.tokenizer.batch_decode([p.tolist() for p in prompts[:n]]), targets, preds)
         return preds, targets
+
+    def keep(self, name: str, prompts: Sequence[str], references: Sequence[str | None], generated: Sequence[str],
+             **extra: Sequence) -> None:
+        """Keep the first ``keep_generations`` rows of set ``name``'s generations in
+        ``generations[name]`` as ``{"prompt", "reference", "generated", **extra}`` (the prompt
+        as the model got it, special tokens included); ``keep_generations=0`` keeps none."""
+        n = self.keep_generations
+        if n <= 0:
+            return
+        kept = [{"prompt": p, "reference": r, "generated": g}
+                for p, r, g in zip(prompts[:n], references[:n], generated[:n])]
+        for key, values in extra.items():
+            for row, value in zip(kept, values):
+                row[key] = value
+        self.generations[name] = kept
 
 
 def _prompt_len(labels: Tensor) -> int:

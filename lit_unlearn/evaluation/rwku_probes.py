@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from lit_unlearn.evaluation.engine import GenerationLimit
 from lit_unlearn.evaluation.rouge import greedy_generate, rouge_l
 
 LEVELS = ("1", "2", "3")
@@ -68,20 +69,30 @@ def chat_prompt(tokenizer, user: str) -> str:
 
 @torch.no_grad()
 def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32, context=None,
-                   progress: bool = False, desc: str = "generate") -> list[str]:
-    """Greedy continuations of text prompts, in order (batched by length, left-padded, KV cache)."""
+                   progress: bool = False, desc: str = "generate", limit: GenerationLimit | None = None,
+                   option: str = "max_new_tokens") -> list[str]:
+    """Greedy continuations of text prompts, in order (batched by length, left-padded, KV cache).
+
+    Never past the model's context: ``limit`` (an evaluation's ``Evaluator.limit``, else a new
+    one for this call) clamps each batch's budget to ``context - longest prompt``, left-truncates
+    a prompt that alone fills the context, and warns once naming ``option``; see
+    :class:`~lit_unlearn.evaluation.engine.GenerationLimit`.
+    """
     from contextlib import nullcontext
 
-    from tqdm.auto import tqdm
+    from lit_unlearn.utils import progress as show
 
+    limit = limit or GenerationLimit(model)
     ids = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    ids = limit.fit(ids, max_new_tokens, f"generating on '{desc}'", option)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = [""] * len(ids)
-    for start in tqdm(range(0, len(ids), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in show(range(0, len(ids), batch_size), desc, disable=not progress):
         idx = order[start : start + batch_size]
+        batch = [ids[i] for i in idx]
         with context or nullcontext():
-            new = greedy_generate(model, [ids[i] for i in idx], tokenizer.pad_token_id, tokenizer.eos_token_id,
-                                  max_new_tokens)
+            new = greedy_generate(model, batch, tokenizer.pad_token_id, tokenizer.eos_token_id,
+                                  limit.budget(batch, max_new_tokens))
         for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
             out[i] = text
     return out
@@ -89,10 +100,11 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int
 
 def probe_answers(model, tokenizer, rows: Sequence[dict], batch_size: int = 32, instruction: str | None = None,
                   max_new_tokens: int = MAX_NEW_TOKENS, context=None, progress: bool = False,
-                  desc: str = "probes") -> list[str]:
-    """Greedy answers to ``rows`` (batched, left-padded, KV cache), cut at the first newline."""
+                  desc: str = "probes", limit: GenerationLimit | None = None) -> list[str]:
+    """Greedy answers to ``rows`` (batched, left-padded, KV cache, inside the model's context:
+    see :func:`generate_texts`), cut at the first newline."""
     prompts = [probe_prompt(r, tokenizer, instruction) for r in rows]
-    texts = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size, context, progress, desc)
+    texts = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size, context, progress, desc, limit)
     return [t.split("\n")[0].strip() for t in texts]
 
 

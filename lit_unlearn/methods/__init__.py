@@ -2,6 +2,7 @@
 
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.methods.constrained import ConstrainedEntropic
+from lit_unlearn.methods.evaluate_only import EvaluateOnly
 from lit_unlearn.methods.finetune import FineTune
 from lit_unlearn.methods.gradient_ascent import GradAscent, GradDiff
 from lit_unlearn.methods.icu import ICU
@@ -15,4 +16,4 @@ from lit_unlearn.methods.undial import UNDIAL
 
 # The order of the README's methods table: baselines, preference, representation, the rest.
 __all__ = ["GradAscent", "GradDiff", "NPO", "SimNPO", "IdkNLL", "IdkDPO", "RMU", "SRMU", "UNDIAL", "SelectiveAmnesia",
-           "KFADE", "REGLU", "ConstrainedEntropic", "ICU", "FineTune", "Objectives", "UnlearningModule"]
+           "KFADE", "REGLU", "ConstrainedEntropic", "ICU", "FineTune", "EvaluateOnly", "Objectives", "UnlearningModule"]

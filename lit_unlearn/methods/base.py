@@ -101,6 +101,7 @@ class UnlearningModule(EvaluationHooks):
     retain_losses: ClassVar[tuple[str, ...]] = ("nll", "kl")
     supports_lora: ClassVar[bool] = True
     changes_weights: ClassVar[bool] = True  # False: trains nothing (ICU); the training test matrices skip it
+    result_name: ClassVar[str] = "unlearned model"  # what fit makes, in messages ("fine-tuned model": FineTune)
     # Attributes kept in checkpoints, merged along the class hierarchy: a method lists its own.
     checkpoint_state: ClassVar[tuple[str, ...]] = ("ref_logps", "sample_weights", "summary", "eval_history",
                                                    "forget_weight", "retain_weight")
@@ -246,6 +247,25 @@ class UnlearningModule(EvaluationHooks):
         self.retain_kind = kind
         return kind
 
+    def setup(self, stage: str) -> None:
+        """Checks that need the datamodule, before the model is loaded or anything is evaluated."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        self._check_gold_data(dm)
+        if self.suite is not None and stage == "test" and hasattr(dm, "records_for"):
+            check_suite_sets(self.suite, dm.records_for("test"), "test_sets")
+
+    def _check_gold_data(self, dm) -> None:
+        """``compare_with`` of the embedded benchmark (a method config's default) is no gold model of other data."""
+        from lit_unlearn.datamodules.fictitious_people import FictitiousPeople
+
+        gold = self.compare_with or ""
+        if gold.startswith("builtin:") and "/retain" in gold and not isinstance(dm, FictitiousPeople):
+            raise ValueError(f"{type(self).__name__}: `compare_with` is {gold!r}, the embedded benchmark's gold retain "
+                             f"model, but the data is {type(dm).__name__}, not FictitiousPeople; set "
+                             "--model.init_args.compare_with to the model trained on your retain set, or null")
+
     def on_fit_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if self.requires_retain and dm is not None and getattr(dm, "retain_set", True) is None:
@@ -328,3 +348,18 @@ class UnlearningModule(EvaluationHooks):
         if self._lora_applied and self.source.is_adapter and self.quantization is None:
             model = self.model.merge_and_unload()
         save_causal_lm(model, directory, state_dict, self.quantization)
+
+
+def check_suite_sets(suite: EvalSuite, records: dict[str, Any], data_option: str) -> None:
+    """Raise, naming both options that fix it, when ``suite`` reads sets the datamodule lacks."""
+    missing = [s for s in suite.required_sets() if s not in records]
+    if not missing:
+        return
+    options = sorted({k for k, v in vars(suite).items() if not k.startswith("_") for s in missing
+                      if v == s or (isinstance(v, (list, tuple)) and s in v)})
+    cls = type(suite).__name__
+    named = f" (named by its option(s) {', '.join(f'`{o}`' for o in options)})" if options else ""
+    raise ValueError(f"{cls} reads the set(s) {missing}{named}, which the datamodule does not have (it has "
+                     f"{sorted(records)}); add them to `data.init_args.{data_option}` or change "
+                     f"`model.init_args.suite.init_args.{options[0] if options else '<option>'}`"
+                     + (" (e.g. option_sets: [])" if "option_sets" in options else ""))

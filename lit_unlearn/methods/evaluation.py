@@ -89,6 +89,12 @@ class EvaluationHooks(LightningModule):
         if self.suite_result is not None:
             results.update(self.suite_result.metrics)
         self.log_dict(results, add_dataloader_idx=False)
+        # These epoch-end metrics carry their set in the name. Lightning would add them to each test
+        # dataloader's (empty) outputs: N identical columns in its table, N identical dicts from
+        # trainer.test(). Keep one when no dataloader logged anything of its own.
+        outputs = getattr(self.trainer.test_loop, "_logged_outputs", None)
+        if isinstance(outputs, list) and len(outputs) > 1 and not any(outputs):
+            del outputs[1:]
         self.summary["test"] = results
 
     def run_suite(self, stage: str = "test", suite: EvalSuite | None = None) -> SuiteResult:

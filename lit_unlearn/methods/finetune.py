@@ -15,6 +15,7 @@ class FineTune(UnlearningModule):
     """
 
     default_lr = 1e-4
+    result_name = "fine-tuned model"
     forget_doc = "NLL (learning, not unlearning: builds models, relearning)"
     retain_doc = "NLL (when the datamodule has a retain set)"
 

@@ -217,13 +217,13 @@ class RWKU(ForgetRetainDataModule):
             return corpus.cached("descriptions", {**key, "settings": corpus.settings_dict(settings), "person": person},
                                  lambda: corpus.descriptions(*model_and_tokenizer(), person, settings))
 
-        from tqdm.auto import tqdm
+        from lit_unlearn.utils import progress
 
         jobs = [(t, self.settings.descriptions) for t in self.targets]
         if self.retain_n and self.retain_corpus == "descriptions":
             jobs += [(p, self.retain_n) for p in self.retain_subjects]
         jobs += [(p, self.mia_n) for p in self.mia_subjects]
-        written = {job: bios(*job) for job in tqdm(jobs, desc="RWKU corpora (start model)", leave=False)}
+        written = {job: bios(*job) for job in progress(jobs, "RWKU corpora (start model)")}
         if self.forget_corpus == "descriptions":
             forget = [r for t in self.targets for r in written[(t, self.settings.descriptions)]]
         else:
@@ -239,7 +239,7 @@ class RWKU(ForgetRetainDataModule):
             retain = [r for p in self.retain_subjects for r in written[(p, self.retain_n)]]
         else:
             settings = corpus.CorpusSettings(**{**corpus.settings_dict(self.settings), "questions": self.retain_n})
-            retain = [r for p in tqdm(self.retain_subjects, desc="RWKU retain questions (start model)", leave=False)
+            retain = [r for p in progress(self.retain_subjects, "RWKU retain questions (start model)")
                       for r in corpus.cached("questions", {**key, "settings": corpus.settings_dict(settings),
                                                            "person": p, "substitute": None},
                                              lambda p=p: corpus.questions(*model_and_tokenizer(), p, None, settings))]

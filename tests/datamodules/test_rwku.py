@@ -94,8 +94,9 @@ def test_suite_numbers_by_hand(chat_model, probes):
     dm = make(chat_model, probes)
     dm.setup("test")
     model, tok = load_causal_lm(chat_model).eval(), load_tokenizer(chat_model)
-    suite = RWKUSuite(batch_size=4, fluency_max_new_tokens=16, progress=False)
-    metrics = suite.run(model, tok, dm, "test").metrics
+    suite = RWKUSuite(batch_size=4, fluency_max_new_tokens=16, progress=False, keep_generations=1000)
+    result = suite.run(model, tok, dm, "test")
+    metrics = result.metrics
     # the kept probes are the start model's own answers: full recall
     for name in ("forget_level1", "forget_level2", "forget_level3"):
         if len(dm.suite_records[name]):
@@ -121,9 +122,16 @@ def test_suite_numbers_by_hand(chat_model, probes):
             scores.append(float(logp) / len(option))
         correct += int(max(range(len(scores)), key=scores.__getitem__) == int(row["answer"]))
     assert metrics["utility/accuracy"] == pytest.approx(correct / len(utility), abs=1e-6)
-    fluency = suite.generations["fluency"]
-    assert metrics["fluency/entropy"] == pytest.approx(sum(ngram_entropy(g["prediction"]) for g in fluency)
+    # every generation is kept (keep_generations=1000): the metrics are their means
+    fluency = result.generations["fluency"]
+    assert len(fluency) == len(dm.suite_records["fluency"]) and all(g["reference"] is None for g in fluency)
+    assert metrics["fluency/entropy"] == pytest.approx(sum(ngram_entropy(g["generated"]) for g in fluency)
                                                        / len(fluency))
+    for name, rows in result.generations.items():
+        if name != "fluency":
+            assert [g["reference"] for g in rows] == [r["answer"] for r in dm.suite_records[name].rows]
+            assert metrics[f"{name}/rougeL_recall"] == pytest.approx(sum(g["recall"] for g in rows) / len(rows))
+            assert all(r["query"] in g["prompt"] for r, g in zip(dm.suite_records[name].rows, rows))
     for attack in ("loss", "zlib", "min_k", "min_k_pp"):
         assert 0.0 <= metrics[f"mia/{attack}"] <= 1.0
 

@@ -103,6 +103,7 @@ def test_tofu_schema_files_with_multiple_choice_sets(tmp_path, tiny_subject, mon
     monkeypatch.chdir(tmp_path)
     cli = run_test("--config", NPO, "--config", str(ROOT / "configs/data/tofu_local.yaml"), "--config",
                    str(ROOT / "configs/eval/tofu_files.yaml"), f"--model.init_args.model={tiny_subject}",
+                   "--model.init_args.compare_with=null",
                    "--model.init_args.suite.init_args.max_new_tokens=24", save_dir=tmp_path / "runs")
     m = cli.model.summary["test"]
     for key in ("forget/truth_ratio", "retain/truth_ratio", "real_authors/prob", "world_facts/truth_ratio",
@@ -132,6 +133,7 @@ def test_muse_schema_files(tmp_path, tiny_subject, tiny_gold, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = run_test("--config", NPO, "--config", str(ROOT / "configs/data/muse_local.yaml"), "--config",
                    str(ROOT / "configs/eval/muse_suite.yaml"), f"--model.init_args.model={tiny_subject}",
+                   "--model.init_args.compare_with=null",
                    f"--model.init_args.suite.init_args.gold_model={tiny_gold}", "--data.init_args.max_length=64",
                    "--model.init_args.suite.init_args.max_new_tokens=16", save_dir=tmp_path / "runs")
     m = cli.model.summary["test"]

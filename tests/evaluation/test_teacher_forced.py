@@ -24,6 +24,7 @@ def test_stats_by_hand():
     assert s["correct"].tolist() == [1, 3]
     # fact token of example 0 (position 3) is wrong; example 1's fact tokens (1, 2) are right
     assert s["fact_correct"].tolist() == [False, True]
+    assert s["answer_correct"].tolist() == [False, True]  # example 0 misses its last token
     p_hit = torch.exp(torch.tensor(2.0)) / (torch.exp(torch.tensor(2.0)) + 3)
     p_miss = 1 / (torch.exp(torch.tensor(2.0)) + 3)
     nll0 = -(torch.log(p_hit) + torch.log(p_miss)) / 2
@@ -45,12 +46,13 @@ def test_metric_accumulates_and_shards_exactly():
     for idx in ([0, 2, 4], [1, 3, 5]):  # what two ranks would see
         parts.update(logits[idx], labels[idx], fact[idx])
     a, b = whole.compute(), parts.compute()
-    assert a.keys() == b.keys() == {"nll", "prob", "token_acc", "fact_acc"}
+    assert a.keys() == b.keys() == {"nll", "prob", "token_acc", "answer_em", "fact_acc"}
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-7)
     s = teacher_forced_stats(logits, labels, fact)
     assert torch.isclose(a["token_acc"], s["correct"].sum() / s["tokens"].sum())
     assert torch.isclose(a["fact_acc"], s["fact_correct"].float().mean())
+    assert torch.isclose(a["answer_em"], s["answer_correct"].float().mean())
 
 
 def test_fact_acc_only_counts_examples_with_a_span():

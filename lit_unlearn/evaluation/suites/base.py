@@ -30,10 +30,13 @@ PRIVLEAK_ATTACK = "min_k"
 
 @dataclass
 class SuiteResult:
-    """``metrics``: flat name -> value; ``stats``: per-example data a later run compares against."""
+    """``metrics``: flat name -> value; ``stats``: per-example data a later run compares against;
+    ``generations``: per set generated on, its first rows as ``{"prompt", "reference",
+    "generated"}`` (``RunSummary`` writes them to ``generations.json``)."""
 
     metrics: dict[str, float]
     stats: dict[str, Any] = field(default_factory=dict)
+    generations: dict[str, list[dict]] = field(default_factory=dict)
 
 
 class EvalSuite:
@@ -43,7 +46,9 @@ class EvalSuite:
 
     Args:
         batch_size: examples per forward pass and per generation batch.
-        max_new_tokens: generation budget for ROUGE.
+        max_new_tokens: generation budget for ROUGE; clamped to the model's context minus the
+            prompt (``max_position_embeddings``), with a warning (see
+            :class:`~lit_unlearn.evaluation.engine.GenerationLimit`).
         gold_model: the retain model to compare with (name or path); its statistics are
             computed once (cached beside built-in and cached models).
         gold_stats: a ``results.json`` from ``lit-unlearn test`` on the retain model, instead
@@ -63,6 +68,10 @@ class EvalSuite:
         score_eos: score the final EOS label in exact memorization, extraction strength and
             the attacks that the published code runs without it (False: as published; see
             :func:`~lit_unlearn.evaluation.eos.without_final_eos`).
+        keep_generations: keep the first this many generations of each set (prompt, reference
+            and generated text) in ``SuiteResult.generations`` for inspection (``lit-unlearn
+            test`` writes them to ``generations.json`` beside ``results.json``); 0 keeps none.
+            Under DDP, from rank 0's share of the rows.
     """
 
     supports_instruction = False
@@ -70,8 +79,11 @@ class EvalSuite:
     def __init__(self, batch_size: int = 32, max_new_tokens: int = 64, gold_model: str | None = None,
                  gold_stats: str | None = None, share_prompts: bool = True, progress: bool = True,
                  mia_k: float = 0.4, mia_k_rounding: str = "floor", privleak_attack: str = PRIVLEAK_ATTACK,
-                 score_eos: bool = False) -> None:
+                 score_eos: bool = False, keep_generations: int = 20) -> None:
         name = type(self).__name__
+        if isinstance(keep_generations, bool) or not isinstance(keep_generations, int) or keep_generations < 0:
+            raise ValueError(f"{name}: `keep_generations` must be an integer >= 0 (0 keeps none), got "
+                             f"{keep_generations!r}")
         checks.positive_int(name, "batch_size", batch_size)
         checks.positive_int(name, "max_new_tokens", max_new_tokens)
         if not 0 < mia_k <= 1:
@@ -85,6 +97,7 @@ class EvalSuite:
         self.share_prompts, self.progress = share_prompts, progress
         self.mia_k, self.mia_k_rounding, self.privleak_attack = mia_k, mia_k_rounding, privleak_attack
         self.score_eos = score_eos
+        self.keep_generations = keep_generations
 
     @property
     def gold_model(self) -> str | None:
@@ -143,13 +156,16 @@ class EvalSuite:
                              f"{sorted(records)}. Name them in `{'test_sets' if stage == 'test' else 'eval_sets'}` "
                              "or set the suite's set names")
         ev = Evaluator(model, tokenizer, datamodule, records, self.batch_size, self.max_new_tokens,
-                       context or nullcontext(), self.progress, self.share_prompts, instruction)
+                       context or nullcontext(), self.progress, self.share_prompts, instruction,
+                       keep_generations=self.keep_generations)
         was_training = model.training
         model.eval()
         try:
             result = self.evaluate(ev)
         finally:
             model.train(was_training)
+        for name, kept in ev.generations.items():  # what ev.generate / ev.keep kept, unless the suite set its own
+            result.generations.setdefault(name, kept)
         if with_reference:
             reference = self.reference(tokenizer, datamodule, stage, context, next(model.parameters()).device,
                                        default_gold)

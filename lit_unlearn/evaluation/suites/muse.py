@@ -76,7 +76,9 @@ class MUSESuite(EvalSuite):
             self._rouge(ev, self.verbmem, metrics, target_tokens=target)
         for name in (self.knowmem_forget, self.knowmem_retain):
             if name:
-                self._rouge(ev, name, metrics, max_new_tokens=self.knowmem_max_new_tokens, stop=self.knowmem_stop)
+                option = "max_new_tokens" if self.knowmem_max_new_tokens is None else "knowmem_max_new_tokens"
+                self._rouge(ev, name, metrics, max_new_tokens=self.knowmem_max_new_tokens, stop=self.knowmem_stop,
+                            option=option)
         if self.privleak_forget:
             eos = self.eos_id(ev)
             mia = MembershipInference(ATTACKS).to(ev.device)

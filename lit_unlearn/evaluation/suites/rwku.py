@@ -11,7 +11,14 @@ import torch
 from lit_unlearn.evaluation.engine import Evaluator
 from lit_unlearn.evaluation.eos import without_final_eos
 from lit_unlearn.evaluation.mia import ATTACKS, MembershipInference, mia_scores, zlib_length
-from lit_unlearn.evaluation.rwku_probes import SCORERS, chat_prompt, generate_texts, probe_answers, rouge_recall
+from lit_unlearn.evaluation.rwku_probes import (
+    SCORERS,
+    chat_prompt,
+    generate_texts,
+    probe_answers,
+    probe_prompt,
+    rouge_recall,
+)
 from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult
 from lit_unlearn.objectives import sequence_logprob
 
@@ -74,6 +81,10 @@ class RWKUSuite(EvalSuite):
 
     The instruction of in-context unlearning (``ICU``) reaches the prompts through
     :meth:`EvalSuite.run`'s ``instruction``.
+
+    The first ``keep_generations`` answers of each probe set and of the fluency set land in
+    ``SuiteResult.generations`` (``prompt``, ``reference``: the probe's answer or None,
+    ``generated``; probes add their ``recall``).
     """
 
     supports_instruction = True
@@ -90,7 +101,6 @@ class RWKUSuite(EvalSuite):
         self.scorer, self.fluency_max_new_tokens = scorer, fluency_max_new_tokens
         self.probe_sets = list(PROBE_SETS if probe_sets is None else probe_sets)
         self.mia_forget, self.mia_other, self.utility, self.fluency = mia_forget, mia_other, utility, fluency
-        self.generations: dict[str, list[dict]] = {}
 
     def required_sets(self) -> list[str]:
         return [s for s in [*self.probe_sets, self.mia_forget, self.mia_other, self.utility, self.fluency] if s]
@@ -101,13 +111,12 @@ class RWKUSuite(EvalSuite):
     def evaluate(self, ev: Evaluator) -> SuiteResult:
         metrics: dict[str, float] = {}
         pooled: dict[str, list[float]] = {"forget_level12": [], "neighbor_level12": []}
-        self.generations = {}
         for name in self.probe_sets:
             rows = [ev.records[name].rows[i] for i in ev.rows(name)]
             if not rows:
                 continue
             answers = probe_answers(ev.model, ev.tokenizer, rows, ev.batch_size, ev.instruction, self.max_new_tokens,
-                                    ev.context, ev.progress, desc=name)
+                                    ev.context, ev.progress, desc=name, limit=ev.limit)
             recall = rouge_recall(answers, [r["answer"] for r in rows], self.scorer)
             metrics[f"{name}/rougeL_recall"] = _mean(recall, ev)
             if name.endswith(("level1", "level2")):
@@ -116,8 +125,9 @@ class RWKUSuite(EvalSuite):
                 for kind in sorted({r.get("type", "") for r in rows}):
                     scores = [s for r, s in zip(rows, recall) if r.get("type", "") == kind]
                     metrics[f"{name}/{kind.replace(' ', '_') or 'untyped'}/rougeL_recall"] = _mean(scores, ev)
-            self.generations[name] = [{"query": r["query"], "answer": r["answer"], "prediction": a, "recall": s}
-                                      for r, a, s in zip(rows, answers, recall)]
+            kept = rows[: max(0, ev.keep_generations)]
+            ev.keep(name, [probe_prompt(r, ev.tokenizer, ev.instruction) for r in kept], [r["answer"] for r in kept],
+                    answers, recall=recall)
         for name, values in pooled.items():
             if values:
                 metrics[f"{name}/rougeL_recall"] = _mean(values, ev)
@@ -169,7 +179,6 @@ class RWKUSuite(EvalSuite):
                 user = ev.instruction.format(subject=r.get("subject", subject)) + user
             prompts.append(chat_prompt(ev.tokenizer, user))
         outputs = generate_texts(ev.model, ev.tokenizer, prompts, self.fluency_max_new_tokens, ev.batch_size,
-                                 ev.context)
-        self.generations[self.fluency] = [{"instruction": src.rows[i]["instruction"], "prediction": o}
-                                          for i, o in zip(rows, outputs)]
+                                 ev.context, desc=self.fluency, limit=ev.limit, option="fluency_max_new_tokens")
+        ev.keep(self.fluency, prompts, [None] * len(prompts), outputs)
         return _mean([ngram_entropy(o) for o in outputs], ev)

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from lit_unlearn.evaluation import diagnostics
 from lit_unlearn.evaluation.engine import Evaluator, as_list, has_field
 from lit_unlearn.evaluation.forget_quality import forget_quality
 from lit_unlearn.evaluation.memorization import ES_NO_MATCH, ExactMemorization, ExtractionStrength
@@ -30,6 +31,13 @@ class TOFUSuite(EvalSuite):
     truth ratio, plus retain fact accuracy where spans exist), MIA AUC of forget vs
     holdout (LOSS, zlib, Min-K%, Min-K%++), and the privacy leak of each against the gold
     model. ``score`` is the harmonic mean of forget quality and model utility.
+
+    Where a metric degenerates (see :mod:`~lit_unlearn.evaluation.diagnostics`: truth ratio
+    above 1 on most rows of a set in model utility, a harmonic mean with a zero term, forget
+    quality on fewer than 30 truth ratios, a gold model whose MIA AUC is far from 0.5), the
+    result's ``stats["warnings"]`` says so and why, and ``run`` logs each kind of warning
+    once per suite on the ``lit_unlearn`` logger (the gold model's, computed for the
+    reference, prefixed as such).
 
     By default each metric is computed as the published code does: ROUGE-L as TOFU's
     ``eval_rouge_recall`` (``rouge_score`` with the Porter stemmer), exact memorization,
@@ -63,6 +71,7 @@ class TOFUSuite(EvalSuite):
         self.option_sets, self.extra_sets = list(option_sets or []), list(extra_sets or [])
         self.utility_sets = list(utility_sets if utility_sets is not None else self.option_sets)
         self.stemming, self.extraction_no_match = bool(stemming), extraction_no_match
+        self._warned: set[str] = set()  # kinds of warnings already logged (diagnostics.emit)
 
     def required_sets(self) -> list[str]:
         sets = [self.forget, self.retain] + ([self.holdout] if self.holdout else [])
@@ -71,6 +80,7 @@ class TOFUSuite(EvalSuite):
     def evaluate(self, ev: Evaluator) -> SuiteResult:
         metrics: dict[str, float] = {}
         stats: dict[str, Any] = {}
+        warnings: list[str] = []
         eos = self.eos_id(ev)
         mia = MembershipInference(ATTACKS).to(ev.device)
         for name in self.required_sets():
@@ -135,23 +145,44 @@ class TOFUSuite(EvalSuite):
                 if name == self.forget:
                     with tr.sync_context():  # every rank's ratios, for the KS test
                         stats["forget_truth_ratios"] = tr.values().tolist()
+                elif name in [self.retain] + self.utility_sets:  # sets that enter model utility
+                    with tr.sync_context():
+                        warnings += diagnostics.truth_ratio_degenerate(tr.values(), name,
+                                                                       options=name in self.option_sets)
         if self.holdout:
             aucs = {a: float(v) for a, v in mia.compute().items()}
             metrics.update({f"mia/{a}": v for a, v in aucs.items()})
             stats["mia_auc"] = aucs
-        parts = []
-        for name in [self.retain] + self.utility_sets:
-            parts += [metrics.get(f"{name}/prob"), metrics.get(f"{name}/rougeL_recall"),
-                      metrics.get(f"{name}/truth_ratio")]
-        if f"{self.retain}/fact_acc" in metrics:
-            parts.append(metrics[f"{self.retain}/fact_acc"])
-        metrics["model_utility"] = harmonic_mean(p for p in parts if p is not None)
+        terms = [f"{name}/{m}" for name in [self.retain] + self.utility_sets
+                 for m in ("prob", "rougeL_recall", "truth_ratio")] + [f"{self.retain}/fact_acc"]
+        terms = [k for k in terms if k in metrics]
+        metrics["model_utility"] = harmonic_mean(metrics[k] for k in terms)
+        warnings += diagnostics.harmonic_mean_zero({k: metrics[k] for k in terms}, "model_utility")
+        stats["warnings"] = warnings
         return SuiteResult(metrics, stats)
 
     def compare(self, result: SuiteResult, reference: dict[str, Any]) -> dict[str, float]:
+        """Forget quality and ``score`` besides the privacy leak; warnings about them (too few
+        truth ratios, a zero term in ``score``, the gold model's MIA AUC far from 0.5) are
+        added to ``result.stats["warnings"]``."""
         out = super().compare(result, reference)
+        warnings = result.stats.setdefault("warnings", [])
         mine, gold = result.stats.get("forget_truth_ratios"), reference.get("forget_truth_ratios")
         if mine and gold:
             out["forget_quality"] = forget_quality(torch.tensor(mine), torch.tensor(gold))
             out["score"] = harmonic_mean([out["forget_quality"], result.metrics["model_utility"]])
+            warnings += diagnostics.forget_quality_small(len(mine), len(gold))
+            warnings += diagnostics.harmonic_mean_zero(
+                {"forget_quality": out["forget_quality"], "model_utility": result.metrics["model_utility"]}, "score")
+        if result.stats.get("mia_auc") and reference.get("mia_auc"):
+            warnings += diagnostics.gold_mia_far(reference["mia_auc"])
         return out
+
+    def run(self, model, tokenizer, datamodule, stage: str = "test", context=None, with_reference: bool = True,
+            **kwargs: Any) -> SuiteResult:
+        """:meth:`EvalSuite.run`, then each kind of warning in ``stats["warnings"]`` logged once
+        per suite (``with_reference=False`` is the gold model's evaluation for the reference)."""
+        result = super().run(model, tokenizer, datamodule, stage, context, with_reference=with_reference, **kwargs)
+        diagnostics.emit(result.stats.get("warnings", []), self._warned,
+                         prefix="" if with_reference else "gold retain model's evaluation: ")
+        return result

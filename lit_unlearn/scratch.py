@@ -2,7 +2,7 @@
 ``lit-unlearn new-model``): the first steps of building a subject model when no pretrained model
 fits (small experiments, tests). With a pretrained model, use its directory and tokenizer instead.
 
-    lit-unlearn tokenizer data/own/full.json --out work/tokenizer
+    lit-unlearn tokenizer data/own/full.json data/own/holdout10.json --out work/tokenizer
     lit-unlearn new-model --tokenizer work/tokenizer --out work/start --layers 4 --hidden 128
 """
 

@@ -35,7 +35,8 @@ def own(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         write_company_files(root / "data/own")
-        run("tokenizer", "data/own/full.json", "--out", "work/tokenizer", "--vocab-size", "600")
+        run("tokenizer", "data/own/full.json", "data/own/holdout10.json", "--out", "work/tokenizer",
+            "--vocab-size", "600")
         run("new-model", "--tokenizer", "work/tokenizer", "--out", "work/start", "--layers", "2", "--hidden", "64",
             "--heads", "2", "--context", "96")
         train = [*QUIET, "--data.init_args.train_answers=[answer, paraphrased_answer]", f"--trainer.max_steps={STEPS}",

@@ -23,8 +23,9 @@ class LogProgress(ProgressBar):
     A fit prints ``step 120/400 (30%) epoch 2 loss 1.234 2.5 it/s ETA 1m52s`` (the loss is the
     module's ``last_loss`` when it has one, else the logged ``loss``; other progress-bar metrics
     follow it), then ``fit: 400 steps in 2m40s (2.5 it/s), loss 0.123`` at the end; each
-    validation or test loop prints ``test: 12 batches`` when it starts (and its position every
-    ``every_seconds`` if it is long) and ``test: done in 3.2s`` when it ends. Epochs count from 0,
+    test loop prints ``test: 12 batches`` when it starts (and its position every ``every_seconds``
+    if it is long) and ``test: done in 3.2s`` when it ends; a validation loop prints one line when
+    it ends, ``validation: 12 batches (3 dataloaders) in 0.4s`` (and its position if long). Epochs count from 0,
     as in Lightning's bar and checkpoint names. Rank zero only. A ``ProgressBar``, so the
     Trainer adds no bar of its own; ``every_n_steps=0``: time-based lines only.
     """
@@ -121,13 +122,15 @@ class LogProgress(ProgressBar):
                    + (f", loss {loss}" if loss is not None else ""))
 
     # validation and test
-    def _eval_start(self, stage: str, batches: Any) -> None:
+    def _eval_start(self, stage: str, batches: Any, announce: bool = True) -> None:
         self._eval_started = self._eval_last = time.monotonic()
         self._eval_done = 0
         counts = batches if isinstance(batches, list) else [batches]
         total = sum(counts)
         sets = f" ({len(counts)} dataloaders)" if len(counts) > 1 else ""
-        self._line(f"{stage}: {int(total) if math.isfinite(total) else '?'} batches{sets}")
+        self._eval_what = f"{int(total) if math.isfinite(total) else '?'} batches{sets}"
+        if announce:
+            self._line(f"{stage}: {self._eval_what}")
 
     def _eval_batch(self, stage: str, batches: Any) -> None:
         self._eval_done += 1
@@ -138,15 +141,16 @@ class LogProgress(ProgressBar):
             of = f"/{int(total)}" if math.isfinite(total) else ""
             self._line(f"{stage}: {self._eval_done}{of} batches, {format_duration(now - self._eval_started)}")
 
-    def _eval_end(self, stage: str) -> None:
-        self._line(f"{stage}: done in {time.monotonic() - self._eval_started:.1f}s")
+    def _eval_end(self, stage: str, announced: bool = True) -> None:
+        what = "done" if announced else self._eval_what
+        self._line(f"{stage}: {what} in {time.monotonic() - self._eval_started:.1f}s")
 
     def _val_stage(self, trainer: Trainer) -> str:
         return "sanity check" if trainer.sanity_checking else "validation"
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         batches = trainer.num_sanity_val_batches if trainer.sanity_checking else trainer.num_val_batches
-        self._eval_start(self._val_stage(trainer), batches)
+        self._eval_start(self._val_stage(trainer), batches, announce=False)  # one line, at the end
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -154,7 +158,7 @@ class LogProgress(ProgressBar):
         self._eval_batch(self._val_stage(trainer), batches)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._eval_end(self._val_stage(trainer))
+        self._eval_end(self._val_stage(trainer), announced=False)
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             self._last_time = time.monotonic()  # the next step line counts from here, not from before validation
 

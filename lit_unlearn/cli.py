@@ -219,6 +219,11 @@ def main(args: list[str] | None = None) -> None:
         print(registry.callbacks_table())
         return
     try:
+        if argv[:1] == ["sweep"]:
+            from lit_unlearn.sweep.runner import main as sweep_main
+
+            sweep_main(argv)
+            return
         if argv[:1] in (["tokenizer"], ["new-model"]):
             from lit_unlearn import scratch
 

@@ -1,0 +1,127 @@
+"""``lit-unlearn sweep`` on the tiny preset: a real Optuna study over real fits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_unlearn.cli import cli_main, main
+from lit_unlearn.sweep.runner import front
+from lit_unlearn.sweep.space import load_spec
+from tests.helpers import TINY, method_config
+
+pytest.importorskip("optuna")
+
+FAST = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--model.init_args.compare_with=null", "--data.init_args.max_eval_examples=8"]
+
+
+def space(tmp_path: Path, trials: int = 3, **extra) -> Path:
+    data = {"study": "tiny", "trials": trials, "seed": 0,
+            "parameters": {"model.init_args.optimizer.init_args.lr": {"low": 1e-4, "high": 3e-3, "log": True},
+                           "trainer.max_steps": {"low": 2, "high": 6}},
+            "objectives": {"forget/fact_acc": "minimize", "retain/fact_acc": "maximize"},
+            "constraints": ["retain/fact_acc >= 0.5 * start"], **extra}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def sweep(tmp_path: Path, spec: Path, *extra: str) -> Path:
+    out = tmp_path / "out"
+    main(["sweep", "--config", method_config("npo"), "--config", TINY, "--sweep", str(spec), "--out", str(out),
+          *FAST, *extra])
+    return out
+
+
+def test_three_trials_end_to_end_and_best_yaml_reruns_to_the_same_metrics(tmp_path, tiny_subject, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = sweep(tmp_path, space(tmp_path))
+    rows = list(csv.DictReader((out / "pareto.csv").open()))
+    assert [r["state"] for r in rows] == ["complete"] * 3
+    assert (out / "pareto.png").stat().st_size > 1000
+    assert sorted(p.name for p in (out / "trials").iterdir() if p.is_dir()) == ["trial_000", "trial_001", "trial_002"]
+    summary = json.loads((out / "summary.json").read_text())
+    on_front = [r for r in rows if r["pareto"] == "True"]
+    assert {int(r["trial"]) for r in on_front} == set(summary["pareto"])
+    points = [(r["trial"], [float(r["forget/fact_acc"]), float(r["retain/fact_acc"])]) for r in rows
+              if r["feasible"] == "True"]
+    assert sorted(front(points, ["minimize", "maximize"])) == sorted(r["trial"] for r in on_front)
+    for a in on_front:  # nothing feasible dominates a front member
+        fa, ra = float(a["forget/fact_acc"]), float(a["retain/fact_acc"])
+        assert not any(f <= fa and r >= ra and (f < fa or r > ra) for _, (f, r) in points)
+    best = next(r for r in rows if int(r["trial"]) == summary["best"])
+    cli = cli_main(["fit", "--config", str(out / "best.yaml"), "--trainer.enable_progress_bar=false",
+                    "--save_pretrained.enabled=false"])
+    assert cli.model.summary["end"]["forget/fact_acc"] == pytest.approx(float(best["forget/fact_acc"]), abs=1e-6)
+    assert cli.model.summary["end"]["retain/fact_acc"] == pytest.approx(float(best["retain/fact_acc"]), abs=1e-6)
+
+
+def test_a_resumed_sweep_runs_only_the_missing_trials_and_a_failed_trial_is_recorded(tmp_path, tiny_subject,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = sweep(tmp_path, space(tmp_path, trials=2))
+    # the same study asked for 3: one more trial, which fails in fit (a scheduler of 0 steps), recorded
+    out = sweep(tmp_path, space(tmp_path, trials=3), "--trials", "3",
+                "--model.init_args.scheduler.class_path=torch.optim.lr_scheduler.OneCycleLR",
+                "--model.init_args.scheduler.init_args.max_lr=0.001",
+                "--model.init_args.scheduler.init_args.total_steps=0")
+    rows = list(csv.DictReader((out / "pareto.csv").open()))
+    assert [r["state"] for r in rows] == ["complete", "complete", "fail"]
+    assert "total_steps" in rows[2]["error"]
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"parameters": {"model.init_args.no_such_arg": {"low": 1, "high": 2}}}, "no_such_arg"),
+    ({"parameters": {"model.init_args.retain_weight": {"low": 3.0, "high": 1.0}}}, "low \\(3\\) must not exceed"),
+    ({"objectives": {"forget/no_such_metric": "minimize"}}, "unknown metric 'forget/no_such_metric'"),
+    ({"objectives": {"forget/fact_acc": "lower"}}, "expected minimize or maximize"),
+    ({"constraints": ["retain/fact_acc > start"]}, "constraints\\[0\\]"),
+])
+def test_bad_search_spaces_fail_before_any_trial(tmp_path, tiny_subject, monkeypatch, capsys, edit, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        sweep(tmp_path, space(tmp_path, **edit))
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "space.yaml" in err, err
+    assert "Traceback" not in err  # one clear line
+    assert not (tmp_path / "out" / "trials").exists() or not any((tmp_path / "out" / "trials").iterdir())
+
+
+def test_the_shipped_search_space_loads():
+    spec = load_spec(Path(__file__).resolve().parents[1] / "configs/sweeps/npo.yaml")
+    assert [p.key for p in spec.parameters][0] == "model.init_args.optimizer.init_args.lr"
+    assert spec.constraints[0].reference == "start" and spec.constraints[0].factor == 0.95
+
+
+@pytest.mark.parametrize("peer,pruned", [(-1.0, True), (1e9, False)])
+def test_pruning_stops_a_trial_worse_than_the_median_of_finished_ones(tiny_subject, peer, pruned):
+    """A finished trial recorded forget/nll = ``peer`` at step 1; this trial's forget/nll (about 0.1 on the
+    tiny subject) is worse than -1 (pruned at its first validation) and better than 1e9 (runs to the end)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from lit_unlearn import GradDiff
+    from lit_unlearn.sweep.pruning import SweepPruning
+    from tests.helpers import adamw, fit, tiny_data
+
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.0, 1.0], params={"x": 0.5},
+                                              distributions={"x": FloatDistribution(0, 1)},
+                                              user_attrs={"intermediate": {"1": peer}}))
+    trial = study.ask()
+    callback = SweepPruning(trial, "forget/nll", "minimize", startup_trials=1)
+    module = GradDiff(model=tiny_subject, optimizer=adamw(), evaluate_at_start=False)
+    data = tiny_data(eval_sets=["forget"])
+    if pruned:
+        with pytest.raises(optuna.TrialPruned, match="forget/nll .* at step 1 is worse than the median -1"):
+            fit(module, data, steps=3, callbacks=[callback], val_check_interval=1, limit_val_batches=1)
+        assert list(trial.study.get_trials()[-1].user_attrs["intermediate"]) == ["1"]
+    else:
+        trainer, _ = fit(module, data, steps=3, callbacks=[callback], val_check_interval=1, limit_val_batches=1)
+        assert trainer.global_step == 3 and sorted(callback.values) == [1, 2, 3]

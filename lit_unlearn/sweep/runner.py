@@ -226,9 +226,11 @@ def _figure(spec: SweepSpec, done: list, pareto: list, best, out: Path) -> None:
     names = list(spec.objectives)
     x_name, y_name = names[0], names[1] if len(names) > 1 else None
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    xs = [t.values[0] for t in done]
-    ys = [t.values[1] if y_name else t.number for t in done]
-    ax.scatter(xs, ys, c="lightgray", edgecolors="gray", label="trials")
+    styles = ({"c": "lightgray", "edgecolors": "gray", "label": "trials"},
+              {"c": "gray", "marker": "x", "label": "trials breaking a constraint"})
+    for group, style in zip(([t for t in done if feasible(t)], [t for t in done if not feasible(t)]), styles):
+        if group:
+            ax.scatter([t.values[0] for t in group], [t.values[1] if y_name else t.number for t in group], **style)
     ordered = sorted(pareto, key=lambda t: t.values[0])
     ax.plot([t.values[0] for t in ordered], [t.values[1] if y_name else t.number for t in ordered], "o-",
             c="tab:red", label="Pareto front")

@@ -420,3 +420,20 @@ def save_causal_lm(model, directory: str | os.PathLike, state_dict: dict | None 
             config["base_model_name_or_path"] = str(Path(base).resolve())
             config_file.write_text(json.dumps(config, indent=2))
         (directory / ADAPTER_INFO).write_text(json.dumps({"quantization": quantization}))
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048, model_max_length: int = 256):
+    """A byte-level BPE tokenizer trained on ``texts``, as a HF fast tokenizer with ``<|endoftext|>``
+    (BOS and EOS) and ``<|pad|>``: every byte is in its alphabet, so any text encodes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", model_max_length=model_max_length)

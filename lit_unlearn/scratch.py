@@ -10,30 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from lit_unlearn.datamodules.sources import load_records
+from lit_unlearn.models import train_bpe_tokenizer
 from lit_unlearn.utils import atomic_dir
 
 TEXT_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer", "text", "prompt", "gt")
-
-
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, model_max_length: int = 256):
-    """A byte-level BPE tokenizer trained on ``texts``, as a HF fast tokenizer with ``<|endoftext|>``
-    (BOS and EOS) and ``<|pad|>``: every byte is in its alphabet, so any text encodes."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|pad|>", model_max_length=model_max_length)
 
 
 def record_texts(paths: list[str], template: str = "Question: {question}\nAnswer: {answer}") -> Iterator[str]:
@@ -106,7 +90,7 @@ def main(argv: list[str]) -> None:
         if args.vocab_size < 258:
             raise ValueError(f"tokenizer: --vocab-size must be at least 258 (256 bytes + 2 special tokens), "
                              f"got {args.vocab_size}")
-        tok = train_tokenizer(record_texts(args.files), args.vocab_size, args.context)
+        tok = train_bpe_tokenizer(record_texts(args.files), args.vocab_size, args.context)
         with atomic_dir(args.out) as tmp:
             tok.save_pretrained(tmp)
         print(f"lit-unlearn: trained a tokenizer of {len(tok)} tokens on {len(args.files)} file(s) into {args.out}")

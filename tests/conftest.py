@@ -57,17 +57,9 @@ def tokenizer(tiny_tokenizer_dir):
 @pytest.fixture(scope="session")
 def random_model_dir(tmp_path_factory, tokenizer) -> str:
     """A randomly initialised 2-layer, 32-wide Llama with the tiny benchmark's tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.helpers.training import save_random_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    path = tmp_path_factory.mktemp("random_llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return save_random_llama(tokenizer, tmp_path_factory.mktemp("random_llama"))
 
 
 @pytest.fixture(scope="session")

@@ -49,10 +49,8 @@ def own(tmp_path_factory):
         yield root
 
 
-def test_the_subject_is_far_from_the_gold_model_and_utility_is_not_zero(own):
-    import os
-
-    os.chdir(own)
+def test_the_subject_is_far_from_the_gold_model_and_utility_is_not_zero(own, monkeypatch):
+    monkeypatch.chdir(own)
     subject, gold, npo = (results(m)["metrics"] for m in ("work/subject", "work/gold", "work/npo"))
     assert gold["forget_quality"] == pytest.approx(1.0)  # its forget truth ratios against themselves
     assert subject["forget_quality"] < 0.01  # the subject knows the forget companies; the gold model never saw them
@@ -63,10 +61,8 @@ def test_the_subject_is_far_from_the_gold_model_and_utility_is_not_zero(own):
     assert npo["retain/rougeL_recall"] > 0.5
 
 
-def test_test_runs_land_under_runs_test_with_generations(own):
-    import os
-
-    os.chdir(own)
+def test_test_runs_land_under_runs_test_with_generations(own, monkeypatch):
+    monkeypatch.chdir(own)
     for model in ("subject", "gold", "npo"):
         run_dir = Path(f"runs/test/{model}/version_0")
         assert (run_dir / "results.md").is_file() and (run_dir / "generations.json").is_file()
@@ -80,14 +76,15 @@ def test_a_degenerate_retain_file_is_named_in_the_warnings(own, monkeypatch):
     for row in rows:  # a paraphrase no model finds likely: every perturbed answer is likelier
         row["paraphrased_answer"] = " ".join(reversed(row["paraphrased_answer"].split()))
     Path("data/own/retain_degenerate.json").write_text("\n".join(json.dumps(r) for r in rows))
+    before = results("work/subject")
+    assert not any("truth ratio" in w.lower() for w in before["stats"].get("warnings", []))  # the healthy file
     run("test", "--model", "work/subject", "--config", DATA, "--config", EVALUATE, *QUIET,
         "--data.init_args.test_sets={forget: forget10_perturbed.json, retain: retain_degenerate.json, "
         "holdout: holdout10.json}")
-    out = results("work/subject")
     run_dir = Path("runs/test/subject")
     md = (max(run_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[1])) / "results.md").read_text()
     assert "truth ratio" in md.lower() and "## Warnings" in md
-    assert out  # the first run's results are untouched by the second
+    assert results("work/subject") == before  # a second test run writes a new version, not over the first
 
 
 def test_a_suite_set_the_data_lacks_fails_before_any_work_naming_the_option(own, monkeypatch, capsys):

@@ -335,18 +335,9 @@ def train_tokenizer(benchmark: FictitiousBenchmark, vocab_size: int = 2048):
     The vocabulary is large enough that most names and values are single tokens, which
     keeps sequences short (about 20 tokens per answer).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from lit_unlearn.models import train_bpe_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(benchmark.corpus(), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|pad|>", model_max_length=128)
+    return train_bpe_tokenizer(benchmark.corpus(), vocab_size, model_max_length=128)
 
 
 TOKENIZER_VERSION = 1

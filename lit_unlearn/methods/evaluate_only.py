@@ -30,9 +30,3 @@ class EvaluateOnly(UnlearningModule):
             raise ValueError("EvaluateOnly evaluates a model and trains nothing: run `lit-unlearn test` (or "
                              "`validate`), or name a method to fit (`lit-unlearn methods` lists them)")
         super().setup(stage)
-
-    def configure_optimizers(self):
-        return None
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        return None

@@ -16,6 +16,7 @@ from lit_unlearn.evaluation.engine import Evaluator, GenerationLimit, generation
 from lit_unlearn.evaluation.rwku_probes import generate_texts
 from lit_unlearn.models import load_causal_lm
 from tests.helpers import adamw, quiet_trainer, tiny_data
+from tests.helpers.training import save_random_llama
 
 CONTEXT = 32  # the tiny benchmark's prompts have 11-17 tokens, prompt + answer at most 27
 SETS = ["forget", "retain", "holdout", "neighbor"]
@@ -24,16 +25,7 @@ SETS = ["forget", "retain", "holdout", "neighbor"]
 @pytest.fixture(scope="module")
 def short_model_dir(tmp_path_factory, tokenizer) -> str:
     """A random 2-layer Llama with 32 positions and the tiny benchmark's tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=CONTEXT,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    path = tmp_path_factory.mktemp("short_llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return save_random_llama(tokenizer, tmp_path_factory.mktemp("short_llama"), positions=CONTEXT)
 
 
 @pytest.fixture(scope="module")

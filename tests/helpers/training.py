@@ -85,3 +85,16 @@ def saved_logits(model_dir: str, batch: dict[str, torch.Tensor]) -> torch.Tensor
 
     model = load_causal_lm(str(model_dir)).eval()
     return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+
+
+def save_random_llama(tokenizer, path, positions: int = 128) -> str:
+    """A randomly initialised 2-layer, 32-wide Llama (seed 0) with ``tokenizer``, saved to ``path``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=positions,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -99,6 +99,32 @@ def test_the_shipped_search_space_loads():
     assert spec.constraints[0].reference == "start" and spec.constraints[0].factor == 0.95
 
 
+@pytest.mark.parametrize("text,value,violation", [
+    ("forget/fact_acc <= gold + 0.05", 0.20, 0.20 - (0.10 + 0.05)),
+    ("forget/fact_acc >= gold - 0.05", 0.02, (0.10 - 0.05) - 0.02),
+    ("retain/fact_acc >= 0.95 * start", 0.90, 0.95 * 0.98 - 0.90),
+    ("retain/fact_acc >= 0.5 * start + 0.1", 0.90, 0.5 * 0.98 + 0.1 - 0.90),
+    ("suite/forget_quality >= 0.05", 0.01, 0.04),
+])
+def test_constraint_bounds(tmp_path, text, value, violation):
+    """Constraints read start/gold references with a factor and an offset; violation > 0 is infeasible."""
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"parameters": {"trainer.max_epochs": {"low": 1, "high": 2}},
+                                    "objectives": {"forget/fact_acc": "minimize"}, "constraints": [text]}))
+    columns = {"start": {"forget/fact_acc": 1.0, "retain/fact_acc": 0.98}, "gold": {"forget/fact_acc": 0.10}}
+    (constraint,) = load_spec(path).constraints
+    assert constraint.violation(value, columns) == pytest.approx(violation, abs=1e-12)
+
+
+@pytest.mark.parametrize("text", ["retain/fact_acc >= 0.9 + 0.05", "retain/fact_acc >= 2 * 0.4", "x >= gold +"])
+def test_constraints_that_are_not_bounds_are_refused(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"parameters": {"trainer.max_epochs": {"low": 1, "high": 2}},
+                                    "objectives": {"forget/fact_acc": "minimize"}, "constraints": [text]}))
+    with pytest.raises(ValueError, match=r"space.yaml: constraints\[0\]"):
+        load_spec(path)
+
+
 @pytest.mark.parametrize("peer,pruned", [(-1.0, True), (1e9, False)])
 def test_pruning_stops_a_trial_worse_than_the_median_of_finished_ones(tiny_subject, peer, pruned):
     """A finished trial recorded forget/nll = ``peer`` at step 1; this trial's forget/nll (about 0.1 on the

@@ -30,8 +30,9 @@ from typing import Any
 import yaml
 
 DIRECTIONS = ("minimize", "maximize")
-_CONSTRAINT = re.compile(r"^\s*([\w./-]+)\s*(>=|<=)\s*(?:([-+]?[\d.]+(?:e[-+]?\d+)?)\s*\*\s*)?(start|gold|[-+]?[\d.]+"
-                         r"(?:e[-+]?\d+)?)\s*$", re.IGNORECASE)
+_NUMBER = r"[-+]?[\d.]+(?:e[-+]?\d+)?"
+_CONSTRAINT = re.compile(rf"^\s*([\w./-]+)\s*(>=|<=)\s*(?:({_NUMBER})\s*\*\s*)?(start|gold|{_NUMBER})"
+                         rf"(?:\s*([-+])\s*([\d.]+(?:e[-+]?\d+)?))?\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -55,15 +56,17 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Constraint:
-    """``metric >= | <= value``, the value a number or ``k * start`` / ``k * gold`` (that metric's
-    value for the start model / the gold retain model). Optuna's convention: feasible when <= 0."""
+    """``metric >= | <= value``, the value a number or ``k * start + c`` / ``k * gold + c`` (that
+    metric's value for the start model / the gold retain model; ``k`` and ``+ c`` optional, so
+    ``forget/fact_acc <= gold + 0.05`` bounds the distance to gold). Optuna's convention: feasible
+    when <= 0."""
 
     text: str
     metric: str
     op: str
     factor: float
     reference: str  # "start", "gold" or "number"
-    number: float = 0.0
+    number: float = 0.0  # the bound itself (reference "number") or the offset added to k * reference
 
     def bound(self, columns: dict[str, dict[str, float]]) -> float:
         if self.reference == "number":
@@ -71,7 +74,7 @@ class Constraint:
         value = columns.get(self.reference, {}).get(self.metric)
         if value is None:
             raise ValueError(f"constraint {self.text!r}: the {self.reference} model has no '{self.metric}'")
-        return self.factor * value
+        return self.factor * value + self.number
 
     def violation(self, value: float, columns: dict[str, dict[str, float]]) -> float:
         bound = self.bound(columns)
@@ -136,13 +139,15 @@ def _parameter(path: Path, key: str, spec: Any) -> Parameter:
 def _constraint(path: Path, i: int, text: Any) -> Constraint:
     m = _CONSTRAINT.match(text) if isinstance(text, str) else None
     if m is None:
-        raise _error(path, f"constraints[{i}]", f"expected '<metric> >= <number>' or '<metric> >= <k> * start' "
-                     f"(or gold; <= too), got {text!r}")
-    metric, op, factor, ref = m.groups()
+        raise _error(path, f"constraints[{i}]", f"expected '<metric> >= <number>' or '<metric> >= <k> * start "
+                     f"[+ <c>]' (or gold; <= too), got {text!r}")
+    metric, op, factor, ref, sign, offset = m.groups()
     if ref.lower() in ("start", "gold"):
-        return Constraint(text, metric, op, float(factor or 1), ref.lower())
-    if factor is not None:
-        raise _error(path, f"constraints[{i}]", f"'<k> * <number>' is not a bound; write the product, got {text!r}")
+        shift = float(offset) * (-1 if sign == "-" else 1) if offset else 0.0
+        return Constraint(text, metric, op, float(factor or 1), ref.lower(), shift)
+    if factor is not None or offset is not None:
+        raise _error(path, f"constraints[{i}]", f"'<k> * <number>' or '<number> + <c>' is not a bound; write the "
+                     f"result, got {text!r}")
     return Constraint(text, metric, op, 1.0, "number", float(ref))
 
 

@@ -27,7 +27,8 @@ class RelearningProbe(Callback):
     on the relearn set, the forget metric is measured on the evaluation rows, and everything
     is restored exactly, so training after a probe is bit-identical to training without it.
     Recovery (BLUR): ``(metric_relearned - metric_unlearned) / (metric_start - metric_unlearned)``
-    with ``metric_start`` measured on the starting model before the first step.
+    with ``metric_start`` measured on the starting model before the first step. Logged as
+    ``relearn/recovery`` (and the two accuracies), also in ``callback_metrics`` (sweep objectives).
 
     Args:
         every_n_steps: probe every n optimizer steps (None: only at the end).
@@ -135,6 +136,7 @@ class RelearningProbe(Callback):
         self.history.append(result)
         logged = {f"relearn/{self.metric}_unlearned": unlearned, f"relearn/{self.metric}_relearned": relearned,
                   "relearn/recovery": recovery}
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})  # monitor / sweep
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(logged, step=trainer.global_step)

@@ -26,7 +26,8 @@ class StabilityGap(Callback):
     in each set's run) and,
     from the retain curve, ``stability/min_acc``, ``stability/gap`` (A_0 - min-ACC),
     ``stability/wf`` (windowed forgetting over ``window`` steps) and ``stability/wc_acc``
-    (½ (1 - forget acc) + ½ min-ACC). The history is kept in ``state_dict()``, so a resumed
+    (½ (1 - forget acc) + ½ min-ACC), also put in ``callback_metrics`` (for ``ModelCheckpoint(monitor=...)``
+    and sweep objectives). The history is kept in ``state_dict()``, so a resumed
     run continues the curves.
 
     Args:
@@ -123,6 +124,7 @@ class StabilityGap(Callback):
                                   point.get("forget_acc"), self.window)
         logged = {f"stability/{name}/acc": v for name, v in acc.items()}
         logged.update({f"stability/{k}": v for k, v in stats.items()})
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})  # monitor / sweep
         if trainer.is_global_zero:  # a set's accuracy goes to its own TensorBoard run
             log_metrics(trainer.loggers, logged, trainer.global_step, sets=self._names)
         self.last = logged

@@ -52,8 +52,9 @@ def test_a_probe_mid_run_leaves_training_bit_identical(tiny_subject):
 
 def test_forgotten_facts_come_back_after_gradient_ascent(tiny_subject):
     probe = RelearningProbe(steps=20, lr=3e-3, relearn_fraction=0.5)
-    train(tiny_subject, [probe], steps=10, method=GradAscent, lr=2e-3)
+    trainer, _ = train(tiny_subject, [probe], steps=10, method=GradAscent, lr=2e-3)
     result = probe.history[-1]
+    assert float(trainer.callback_metrics["relearn/recovery"]) == pytest.approx(result["recovery"])
     assert probe.start_value >= 0.9  # the subject knew the held-out forget facts
     assert result["unlearned"] < 0.5 * probe.start_value  # gradient ascent removed them ...
     assert result["recovery"] > 0  # ... and relearning half of the forget set brings some back

@@ -35,7 +35,7 @@ def train(tiny_subject, callbacks, max_epochs, root, ckpt_path=None):
 
 def test_callback_tracks_the_curves_and_resumes(tiny_subject, tmp_path):
     sg = StabilityGap(every_n_steps=2, subset_size=8, window=4)
-    train(tiny_subject, [sg], max_epochs=2, root=tmp_path)  # 5 steps per epoch
+    trainer = train(tiny_subject, [sg], max_epochs=2, root=tmp_path)  # 5 steps per epoch
     assert [h["step"] for h in sg.history] == [0, 2, 4, 6, 8, 10]
     assert sg.history[0]["forget_acc"] >= 0.9 and sg.history[-1]["forget_acc"] < sg.history[0]["forget_acc"]
     expected = stability_metrics([h["step"] for h in sg.history], [h["retain_acc"] for h in sg.history],
@@ -44,6 +44,8 @@ def test_callback_tracks_the_curves_and_resumes(tiny_subject, tmp_path):
     assert sg.last["stability/wc_acc"] == pytest.approx(expected["wc_acc"])
     for name in ("forget", "retain", "neighbor"):  # each set's accuracy is logged under its own name
         assert sg.last[f"stability/{name}/acc"] == pytest.approx(sg.history[-1][f"{name}_acc"])
+    for key in ("stability/gap", "stability/min_acc", "stability/retain/acc"):  # for monitors and sweeps
+        assert float(trainer.callback_metrics[key]) == pytest.approx(sg.last[key])
     # resume: the history continues where it stopped
     part = StabilityGap(every_n_steps=2, subset_size=8, window=4)
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)

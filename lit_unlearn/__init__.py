@@ -18,6 +18,7 @@ from lit_unlearn.callbacks import (
 from lit_unlearn.datamodules import FictitiousPeople, ForgetRetainDataModule
 from lit_unlearn.evaluation import MUSESuite, RWKUSuite, TOFUSuite
 from lit_unlearn.methods import (
+    CEU,
     ICU,
     KFADE,
     NPO,
@@ -25,6 +26,8 @@ from lit_unlearn.methods import (
     RMU,
     SRMU,
     UNDIAL,
+    WGA,
+    AltPO,
     ConstrainedEntropic,
     EvaluateOnly,
     FineTune,
@@ -33,6 +36,7 @@ from lit_unlearn.methods import (
     IdkDPO,
     IdkNLL,
     Objectives,
+    SatImp,
     SelectiveAmnesia,
     SimNPO,
     UnlearningModule,
@@ -43,10 +47,10 @@ from lit_unlearn.rwku import RWKU
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConstrainedEntropic", "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly",
+    "AltPO", "CEU", "ConstrainedEntropic", "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly",
     "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent", "GradDiff", "GradientProjection", "ICU",
     "IdkDPO", "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "NPO", "Objectives", "REGLU", "RMU", "RWKU", "RWKUSuite",
-    "RelearningProbe", "RunSummary", "SRMU", "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap",
-    "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL", "UnlearningModule", "load_causal_lm",
+    "RelearningProbe", "RunSummary", "SRMU", "SatImp", "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap",
+    "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL", "UnlearningModule", "WGA", "load_causal_lm",
     "load_tokenizer",
 ]

@@ -136,3 +136,92 @@ def token_hinge(logits: Tensor, labels: Tensor, margin: float = 1.0) -> Tensor:
     others = logp.scatter(-1, target.clamp(min=0).unsqueeze(-1), float("-inf")).max(-1).values
     loss = (margin + true - others).clamp(min=0)
     return (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+REDUCTIONS = ("token", "example")
+
+
+def reduce_tokens(per_token: Tensor, mask: Tensor, reduction: str = "example") -> Tensor:
+    """Per-example values ``[B]`` from per-token values ``per_token [B, T]`` on the tokens of ``mask [B, T]``.
+
+    ``"example"``: each example's mean over its tokens (lit-unlearn's convention: every example
+    weighs the same). ``"token"``: each example's sum times ``B / (tokens in the batch)``, so that
+    the mean over the batch is the mean over all of the batch's tokens, the reduction of Hugging
+    Face's ``outputs.loss`` and of open-unlearning's token losses (longer answers weigh more).
+    An example (or batch) without tokens gives 0.
+    """
+    values = torch.where(mask, per_token, torch.zeros_like(per_token)).sum(-1)
+    if reduction == "example":
+        return values / mask.sum(-1).clamp(min=1)
+    if reduction == "token":
+        return values * mask.shape[0] / mask.sum().clamp(min=1)
+    raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def answer_nll(logits: Tensor, labels: Tensor, reduction: str = "example") -> Tensor:
+    """NLL of the answer tokens reduced per example by :func:`reduce_tokens`, ``[B]``: ``"example"``
+    is :func:`nll` (NLL/|y|); ``"token"`` averages to Hugging Face's ``outputs.loss`` over the batch."""
+    logp, mask = token_logprobs(logits, labels)
+    return reduce_tokens(-logp, mask, reduction)
+
+
+def wga(logits: Tensor, labels: Tensor, beta: float = 1.0, reduction: str = "token") -> Tensor:
+    """Weighted gradient ascent, ``[B]``: on each answer token ``w_t · log p(y_t)`` with the weight
+    ``w_t = p(y_t)^β`` held constant (no gradient flows through it), reduced by :func:`reduce_tokens`.
+
+    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` -> ``[B]``. Minimising it lowers ``log p(y_t)``
+    in proportion to ``p(y_t)^β``: tokens that are still likely are pushed down, tokens already
+    forgotten (``p -> 0``) stop contributing, so the ascent does not run away as plain GA does.
+    ``β = 0`` is token-level gradient ascent. open-unlearning's ``compute_wga_loss`` is the batch
+    mean of this with ``reduction="token"``.
+    """
+    logp, mask = token_logprobs(logits, labels)
+    weight = logp.detach().exp().pow(beta)
+    return reduce_tokens(weight * logp, mask, reduction)
+
+
+def satimp(logits: Tensor, labels: Tensor, beta1: float = 5.0, beta2: float = 1.0, reduction: str = "token") -> Tensor:
+    """SatImp (saturation x importance weighted ascent), ``[B]``: on each answer token
+    ``w_t · log p(y_t)`` with ``w_t = p(y_t)^β1 · (1 - p(y_t))^β2`` held constant, reduced by
+    :func:`reduce_tokens`.
+
+    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` -> ``[B]``. The ``p^β1`` factor (saturation)
+    stops the ascent on tokens already forgotten, as in WGA; the ``(1 - p)^β2`` factor
+    (importance) also damps tokens the model is certain of (``p -> 1``: often template words any
+    model predicts), so the update concentrates on tokens of middling probability, the
+    informative ones. open-unlearning's ``compute_satimp_loss`` is the batch mean of this with
+    ``reduction="token"``.
+    """
+    logp, mask = token_logprobs(logits, labels)
+    p = logp.detach().exp()
+    weight = p.pow(beta1) * (1 - p).pow(beta2)
+    return reduce_tokens(weight * logp, mask, reduction)
+
+
+def skip_first_answer_tokens(labels: Tensor, n: int) -> Tensor:
+    """``labels [B, T]`` with each example's first ``n`` scored tokens set to ``-100``."""
+    scored = labels != IGNORE_INDEX
+    return labels.masked_fill(scored & (scored.cumsum(-1) <= n), IGNORE_INDEX)
+
+
+def ceu(logits: Tensor, labels: Tensor, ignore_first_n_answer_tokens: int = 1, reduction: str = "token") -> Tensor:
+    """CE-U (cross-entropy unlearning), ``[B]``: on each answer token the cross-entropy
+    ``-Σ_v q_v log p_θ(v)`` of the model against ``q = softmax(z with z_y = -inf)``, the model's
+    own next-token distribution (detached) with the answer token removed and the rest
+    renormalised; each example's first ``ignore_first_n_answer_tokens`` answer tokens are not
+    scored; reduced by :func:`reduce_tokens`.
+
+    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` -> ``[B]``. The gradient on the logits is
+    ``p - q``: ``p(y)`` on the answer token and ``-p(v) p(y) / (1 - p(y))`` on every other one, so
+    it lowers the answer token and moves its mass onto the alternatives in proportion to their
+    current probabilities, and vanishes as ``p(y) -> 0``. open-unlearning's ``compute_batch_ceu``
+    is the batch mean of this with ``reduction="token"``.
+    """
+    labels = skip_first_answer_tokens(labels, ignore_first_n_answer_tokens)
+    target = labels[:, 1:]
+    mask = target != IGNORE_INDEX
+    z = logits[:, :-1].float()
+    removed = z.detach().scatter(-1, target.clamp(min=0).unsqueeze(-1), float("-inf"))
+    q = F.softmax(removed, dim=-1)
+    ce = -(q * F.log_softmax(z, dim=-1)).sum(-1)
+    return reduce_tokens(ce, mask, reduction)

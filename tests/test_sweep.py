@@ -114,6 +114,8 @@ def test_constraint_bounds(tmp_path, text, value, violation):
     columns = {"start": {"forget/fact_acc": 1.0, "retain/fact_acc": 0.98}, "gold": {"forget/fact_acc": 0.10}}
     (constraint,) = load_spec(path).constraints
     assert constraint.violation(value, columns) == pytest.approx(violation, abs=1e-12)
+    # an undefined metric (relearn/recovery when nothing was forgotten) breaks it; Optuna refuses NaN
+    assert constraint.violation(float("nan"), columns) == float("inf")
 
 
 @pytest.mark.parametrize("text", ["retain/fact_acc >= 0.9 + 0.05", "retain/fact_acc >= 2 * 0.4", "x >= gold +"])

@@ -77,7 +77,11 @@ class Constraint:
         return self.factor * value + self.number
 
     def violation(self, value: float, columns: dict[str, dict[str, float]]) -> float:
+        """How far ``value`` is on the wrong side of the bound (<= 0: met). An undefined value
+        (NaN, e.g. ``relearn/recovery`` of a run that forgot nothing) breaks the constraint."""
         bound = self.bound(columns)
+        if math.isnan(value) or math.isnan(bound):
+            return math.inf
         return bound - value if self.op == ">=" else value - bound
 
 

@@ -127,6 +127,40 @@ def test_constraints_that_are_not_bounds_are_refused(tmp_path, text):
         load_spec(path)
 
 
+def test_without_a_feasible_trial_best_yaml_is_the_closest(tmp_path, capsys):
+    """No trial meets every constraint: best.yaml is the trial with the least total violation,
+    not the front's best on the first objective, and the printout names the broken constraints."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from lit_unlearn.sweep.runner import write_outputs
+
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"parameters": {"x": {"low": 0.0, "high": 1.0}},
+                                    "objectives": {"retain/fact_acc": "maximize", "forget/fact_acc": "minimize"},
+                                    "constraints": ["forget/fact_acc <= gold + 0.05", "retain/fact_acc >= 0.95"]}))
+    spec = load_spec(path)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    # (retain, forget, violations): trial 0 keeps everything and forgets nothing (best on retain, total
+    # violation 0.9); trials 1, 2, 3 break constraints by 0.03, 0.05 and 0.07 in total: 1 is the closest
+    for retain, forget, violations in ((1.0, 1.0, [0.9, -0.05]), (0.93, 0.11, [0.01, 0.02]),
+                                       (0.90, 0.05, [-0.05, 0.05]), (0.97, 0.17, [0.07, -0.02])):
+        log_dir = tmp_path / f"run{len(study.trials)}"
+        log_dir.mkdir()
+        (log_dir / "config.yaml").write_text(yaml.safe_dump({"trainer": {}, "model": {"retain": retain}}))
+        study.add_trial(optuna.trial.create_trial(
+            values=[retain, forget], params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"constraints": violations, "log_dir": str(log_dir)}))
+    summary = write_outputs(study, spec, tmp_path)
+    assert summary["feasible"] == 0 and summary["best"] == 1
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["model"]["retain"] == 0.93
+    printed = capsys.readouterr().out
+    assert "No trial meets every constraint. best.yaml: trial 1, the closest (total violation 0.03)" in printed
+    assert "forget/fact_acc <= gold + 0.05 (+0.01); retain/fact_acc >= 0.95 (+0.02)" in printed
+    rows = list(csv.DictReader((tmp_path / "pareto.csv").open()))
+    assert [float(r["violation"]) for r in rows] == pytest.approx([0.9, 0.03, 0.05, 0.07])
+
+
 @pytest.mark.parametrize("peer,pruned", [(-1.0, True), (1e9, False)])
 def test_pruning_stops_a_trial_worse_than_the_median_of_finished_ones(tiny_subject, peer, pruned):
     """A finished trial recorded forget/nll = ``peer`` at step 1; this trial's forget/nll (about 0.1 on the

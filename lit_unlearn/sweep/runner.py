@@ -153,6 +153,11 @@ def feasible(trial) -> bool:
     return all(c <= 0 for c in trial.user_attrs.get("constraints", []))
 
 
+def violation(trial) -> float:
+    """The sum of a trial's constraint violations (0 when it meets them all)."""
+    return sum(max(0.0, c) for c in trial.user_attrs.get("constraints", []))
+
+
 def write_outputs(study, spec: SweepSpec, out: Path) -> dict[str, Any]:
     """``pareto.csv`` (every trial, its front membership), ``pareto.png`` and ``best.yaml``; prints the front."""
     from optuna.trial import TrialState
@@ -163,23 +168,27 @@ def write_outputs(study, spec: SweepSpec, out: Path) -> dict[str, Any]:
     directions = list(spec.objectives.values())
     pareto = front([(t, list(t.values)) for t in (ok or done)], directions)
     best = None
-    if pareto:
-        first = 1.0 if directions[0] == "minimize" else -1.0
-        best = min(pareto, key=lambda t: (first * t.values[0], t.number))
+    first = 1.0 if directions[0] == "minimize" else -1.0
+    if ok or not spec.constraints:
+        best = min(pareto, key=lambda t: (first * t.values[0], t.number)) if pareto else None
+    elif done:  # nothing meets every constraint: the closest trial (least total violation)
+        best = min(done, key=lambda t: (violation(t), first * t.values[0], t.number))
     keys = [p.key for p in spec.parameters]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["trial", "state", "pareto", "feasible", *spec.objectives, *keys, "error"])
+    writer.writerow(["trial", "state", "pareto", "feasible", "violation", *spec.objectives, *keys, "error"])
     for t in trials:
         values = list(t.values) if t.values is not None else [""] * len(spec.objectives)
-        writer.writerow([t.number, t.state.name.lower(), t in pareto, feasible(t) if t.state == TrialState.COMPLETE
-                         else "", *values, *(t.params.get(k, "") for k in keys), t.user_attrs.get("error", "")])
+        complete = t.state == TrialState.COMPLETE
+        writer.writerow([t.number, t.state.name.lower(), t in pareto, feasible(t) if complete else "",
+                         violation(t) if complete and spec.constraints else "", *values,
+                         *(t.params.get(k, "") for k in keys), t.user_attrs.get("error", "")])
     atomic_write_text(out / "pareto.csv", buf.getvalue())
     summary = {"study": spec.study, "trials": {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState},
                "pareto": [t.number for t in pareto], "best": best.number if best else None,
                "feasible": len(ok), "objectives": spec.objectives}
     write_json(out / "summary.json", summary)
-    _table(spec, pareto, best, len(trials))
+    _table(spec, pareto, best, len(trials), closest=bool(spec.constraints and done and not ok))
     if best is not None:
         write_best(best, spec, out)
     _figure(spec, done, pareto, best, out)
@@ -201,7 +210,7 @@ def write_best(trial, spec: SweepSpec, out: Path) -> None:
     atomic_write_text(out / "best.yaml", head + yaml.safe_dump(data, sort_keys=False))
 
 
-def _table(spec: SweepSpec, pareto: list, best, total: int) -> None:
+def _table(spec: SweepSpec, pareto: list, best, total: int, closest: bool = False) -> None:
     names = list(spec.objectives)
     print(f"lit-unlearn sweep '{spec.study}': Pareto front ({len(pareto)} of {total} trials)")
     print("trial  " + "  ".join(f"{n:>18}" for n in names) + "  params")
@@ -209,7 +218,11 @@ def _table(spec: SweepSpec, pareto: list, best, total: int) -> None:
         mark = "*" if best is not None and t.number == best.number else " "
         params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in t.params.items())
         print(f"{t.number:>4}{mark}  " + "  ".join(f"{v:>18.4f}" for v in t.values) + f"  {params}")
-    if best is not None:
+    if closest:  # the front above is of infeasible trials
+        broken = [f"{c.text} ({v:+.4g})" for c, v in zip(spec.constraints, best.user_attrs["constraints"]) if v > 0]
+        print(f"No trial meets every constraint. best.yaml: trial {best.number}, the closest "
+              f"(total violation {violation(best):.4g}); it breaks {'; '.join(broken)}")
+    elif best is not None:
         print(f"(* best.yaml: trial {best.number})")
 
 
@@ -233,7 +246,8 @@ def _figure(spec: SweepSpec, done: list, pareto: list, best, out: Path) -> None:
             ax.scatter([t.values[0] for t in group], [t.values[1] if y_name else t.number for t in group], **style)
     ordered = sorted(pareto, key=lambda t: t.values[0])
     ax.plot([t.values[0] for t in ordered], [t.values[1] if y_name else t.number for t in ordered], "o-",
-            c="tab:red", label="Pareto front")
+            c="tab:red", label="Pareto front" if not spec.constraints or any(feasible(t) for t in pareto)
+            else "Pareto front (no trial meets the constraints)")
     for column, marker, color in (("start", "*", "black"), ("gold", "P", "tab:green")):
         ref = next((t.user_attrs.get("reference", {}).get(column, {}) for t in done), {})
         if x_name in ref and (y_name is None or y_name in ref):

@@ -25,6 +25,12 @@ def cache_home() -> Path:
     return Path(os.environ.get("LIT_UNLEARN_HOME", Path.home() / ".cache" / "lit_unlearn")).expanduser()
 
 
+def global_seed(default: int = 0) -> int:
+    """The seed of the last ``seed_everything`` (``PL_GLOBAL_SEED``), else ``default``: what
+    seeded parts add, so that ``--seed_everything N`` changes a run's randomness."""
+    return int(os.environ.get("PL_GLOBAL_SEED", default))
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; rename it into place on success.

@@ -22,6 +22,7 @@ from lit_unlearn.datamodules.sampling import (
     ShardedEvalSampler,
 )
 from lit_unlearn.datamodules.sources import SUPPORTED_EXTENSIONS, Records, Source, load_records
+from lit_unlearn.utils import global_seed
 
 
 class ForgetRetainDataModule(LightningDataModule):
@@ -60,7 +61,9 @@ class ForgetRetainDataModule(LightningDataModule):
             phrasings; default the ``answer`` field only. Evaluation sets are not expanded.
         max_eval_examples: evaluate on a seeded subset of at most this many rows per set.
         num_workers: DataLoader workers (0 is fastest for pre-tokenised data).
-        seed: seed of the sampling and of evaluation subsets.
+        seed: seed of the evaluation subsets and, plus the ``seed_everything`` seed, of the training
+            order: runs with other ``--seed_everything`` values see the data in another order and
+            are evaluated on the same rows.
     """
 
     def __init__(
@@ -349,7 +352,7 @@ class ForgetRetainDataModule(LightningDataModule):
         if self.sampling == "modular":
             return self._modular_dataloader()
         n_retain = len(self.retain_set) if self.retain_set is not None else 0
-        sampler = ForgetRetainSampler(len(self.forget_set), n_retain, self.sampling, self.seed)
+        sampler = ForgetRetainSampler(len(self.forget_set), n_retain, self.sampling, self.seed + global_seed())
         self._resume(sampler, -(-len(sampler) // self.batch_size), self.batch_size)
         return DataLoader(PairDataset(self.forget_set, self.retain_set), batch_size=self.batch_size, sampler=sampler,
                           collate_fn=self._collate_pairs, num_workers=self.num_workers,
@@ -420,7 +423,7 @@ class ForgetRetainDataModule(LightningDataModule):
             offset += len(data)
         pool = ConcatDataset(parts) if parts else None
         sampler = ModularSampler(entity_rows, neighbor_rows, general, self.batch_size, self.neighbor_fraction,
-                                 self.seed)
+                                 self.seed + global_seed())
         self._resume(sampler, len(sampler), 1)
         return DataLoader(PairDataset(self.forget_set, pool), batch_size=None, sampler=sampler,
                           collate_fn=self._collate_pairs, num_workers=self.num_workers,

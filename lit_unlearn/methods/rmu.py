@@ -12,6 +12,7 @@ from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.models import DOWN_PROJECTIONS, decoder_layers, hidden_at, mlp_down_projections
 from lit_unlearn.objectives import activation_distance
+from lit_unlearn.utils import global_seed
 
 
 class RMU(UnlearningModule):
@@ -33,7 +34,7 @@ class RMU(UnlearningModule):
         steering_coeff: c (6.5 on 7B WMDP, 300 on TOFU; scales with the activation norm).
         retain_weight: α (1200 on 7B WMDP, 1000 on TOFU).
         token_scope: ``"all"`` attended tokens (prompt and answer) or ``"answer"`` tokens only.
-        seed: seed of the control vector u.
+        seed: seed of the control vector u; None (default): the ``seed_everything`` seed (0 without it).
         **kwargs: see :class:`UnlearningModule` (published lr 5e-5).
     """
 
@@ -44,7 +45,8 @@ class RMU(UnlearningModule):
     default_lr = 5e-5
 
     def __init__(self, *args: Any, layer: int = 7, trainable: list[str] | None = None, steering_coeff: float = 6.5,
-                 retain_weight: float = 1200.0, token_scope: str = "all", seed: int = 0, **kwargs: Any) -> None:
+                 retain_weight: float = 1200.0, token_scope: str = "all", seed: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, retain_weight=retain_weight, **kwargs)
         if not isinstance(layer, int) or layer < 0:
             raise ValueError(f"{type(self).__name__}: `layer` must be an integer >= 0, got {layer!r}")
@@ -64,7 +66,7 @@ class RMU(UnlearningModule):
             return
         self._check_layer()
         hidden = self.model.config.hidden_size
-        g = torch.Generator().manual_seed(self.seed)
+        g = torch.Generator().manual_seed(self.seed if self.seed is not None else global_seed())
         u = torch.rand(hidden, generator=g)
         self.control = u / u.norm()
         if self.lora is not None:

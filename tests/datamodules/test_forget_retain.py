@@ -52,6 +52,32 @@ def test_paired_sampling_is_seeded_and_changes_per_epoch():
     assert set(counts) == set(range(200))
 
 
+def test_seed_everything_changes_the_training_order_not_the_evaluation_rows(tiny_tokenizer_dir, monkeypatch):
+    """``--seed_everything N`` adds N to the sampling seed (runs on 3 seeds differ), while the
+    evaluation subsets, seeded by ``seed`` alone, stay the same rows."""
+    def run(global_seed):
+        if global_seed is None:
+            monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+        else:
+            monkeypatch.setenv("PL_GLOBAL_SEED", str(global_seed))
+        dm = make(tiny_tokenizer_dir, forget=qa(12, "f"), retain=qa(40, "r"), max_eval_examples=5,
+                  eval_sets={"retain": qa(40, "r")})
+        order = [(b["forget"]["index"].tolist(), b["retain"]["index"].tolist()) for b in dm.train_dataloader()]
+        encoded = dm.eval_encoded["retain"]
+        return order, [encoded[i][0].tolist() for i in range(len(encoded))]
+
+    default, zero, one, two = run(None), run(0), run(1), run(2)
+    assert default == zero  # without seed_everything: as seed 0
+    assert len({str(o) for o, _ in (zero, one, two)}) == 3
+    assert len(zero[1]) == 5 and zero[1] == one[1] == two[1]
+    assert one[0] == [(f, r) for f, r in _batches(ForgetRetainSampler(12, 40, "paired", seed=1), 2)]
+
+
+def _batches(sampler, size):
+    pairs = list(sampler)
+    return [([f for f, _ in pairs[i:i + size]], [r for _, r in pairs[i:i + size]]) for i in range(0, len(pairs), size)]
+
+
 def test_cyclic_sampling_covers_the_larger_set():
     s = ForgetRetainSampler(5, 12, "cyclic", seed=0)
     pairs = list(s)

@@ -88,3 +88,22 @@ def test_srmu_importance_map_and_direction(tiny_subject):
     _, rec = fit_quick(SRMU(model=tiny_subject, layer=1, steering_coeff=5.0, optimizer=adamw(),
                                   evaluate_at_start=False), steps=3)
     assert len(rec.objectives) == 3 and all(torch.isfinite(o.forget).all() for o in rec.objectives)
+
+
+def test_rmu_control_vector_follows_seed_everything_unless_seeded(tiny_subject, monkeypatch):
+    """u is drawn from ``seed`` when given, else from the ``seed_everything`` seed (0 without one)."""
+    def control(seed=None, global_seed=None):
+        if global_seed is None:
+            monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+        else:
+            monkeypatch.setenv("PL_GLOBAL_SEED", str(global_seed))
+        module = RMU(model=tiny_subject, layer=1, seed=seed)
+        module.configure_model()
+        return module.control
+
+    g = torch.Generator().manual_seed(1)
+    u = torch.rand(control().numel(), generator=g)
+    assert torch.equal(control(global_seed=1), u / u.norm())
+    assert torch.equal(control(), control(global_seed=0))
+    assert not torch.equal(control(global_seed=1), control(global_seed=2))
+    assert torch.equal(control(seed=5, global_seed=1), control(seed=5, global_seed=2))

@@ -93,6 +93,21 @@ def test_bad_search_spaces_fail_before_any_trial(tmp_path, tiny_subject, monkeyp
     assert not (tmp_path / "out" / "trials").exists() or not any((tmp_path / "out" / "trials").iterdir())
 
 
+@pytest.mark.parametrize("config,space", [("recipes/forget10.yaml", "forget10.yaml"),
+                                          ("methods/grad_diff.yaml", "frontier/gradient.yaml"),
+                                          ("methods/rmu.yaml", "frontier/rmu.yaml")])
+def test_the_shipped_recipe_and_frontier_spaces_apply(tiny_subject, tmp_path, config, space):
+    """Every parameter of the shipped sweep files is a key of its config and every metric one the
+    run logs (the sweep's own check before any trial), on the tiny preset."""
+    from lit_unlearn.sweep.runner import check
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    spec = load_spec(root / "sweeps" / space)
+    check([str(root / config), TINY], spec, ["--model.init_args.layer=1"] if "rmu" in config or "recipe" in config
+          else [], tmp_path)
+    assert spec.constraints and any(c.reference == "gold" and c.number == 0.05 for c in spec.constraints)
+
+
 def test_the_shipped_search_space_loads():
     spec = load_spec(Path(__file__).resolve().parents[1] / "configs/sweeps/npo.yaml")
     assert [p.key for p in spec.parameters][0] == "model.init_args.optimizer.init_args.lr"

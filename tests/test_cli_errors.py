@@ -140,6 +140,10 @@ CASES = [
     ('callbacks', 'SuiteEvaluation without a suite',
      lambda: callback("SuiteEvaluation", {}), ["fit"],
      'SuiteEvaluation cannot be used with GradDiff: no evaluation suite'),
+    ('callbacks', 'SuiteEvaluation suite reading a set the data lacks (found before training, not after)',
+     lambda: callback("SuiteEvaluation", {"at_start": False}, arg("suite", {
+         "class_path": "lit_unlearn.TOFUSuite", "init_args": {"extra_sets": ["nonexistent"]}})), ["fit"],
+     "TOFUSuite reads the set\\(s\\) \\['nonexistent'\\].*eval_sets"),
     ('callbacks', 'SavePretrained enabled not a boolean',
      lambda: base(), ["fit", "--save_pretrained.enabled=maybe"], 'save_pretrained.enabled'),
 ]

@@ -48,6 +48,12 @@ class SuiteEvaluation(Callback):
                                       "or to the method (e.g. --config configs/eval/tofu_suite.yaml)")
         if stage == "fit" and not hasattr(pl_module, "run_suite"):
             raise checks.incompatible("SuiteEvaluation", pl_module, "it runs the suite through an UnlearningModule")
+        dm = getattr(trainer, "datamodule", None)
+        if stage == "fit" and hasattr(dm, "records_for"):  # before training, not after it
+            from lit_unlearn.methods.base import check_suite_sets
+
+            check_suite_sets(self.suite or pl_module.suite, dm.records_for(self.stage),
+                             "eval_sets" if self.stage == "val" else "test_sets")
 
     def _run(self, trainer: Trainer, module: LightningModule, in_hook_that_logs: bool) -> None:
         suite = self.suite or getattr(module, "suite", None)

@@ -35,6 +35,7 @@ from lit_unlearn.methods import (
     GradDiff,
     IdkDPO,
     IdkNLL,
+    ModHiFi,
     Objectives,
     SatImp,
     SelectiveAmnesia,
@@ -49,8 +50,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AltPO", "CEU", "ConstrainedEntropic", "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly",
     "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent", "GradDiff", "GradientProjection", "ICU",
-    "IdkDPO", "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "NPO", "Objectives", "REGLU", "RMU", "RWKU", "RWKUSuite",
-    "RelearningProbe", "RunSummary", "SRMU", "SatImp", "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap",
-    "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL", "UnlearningModule", "WGA", "load_causal_lm",
-    "load_tokenizer",
+    "IdkDPO", "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "ModHiFi", "NPO", "Objectives", "REGLU", "RMU", "RWKU",
+    "RWKUSuite", "RelearningProbe", "RunSummary", "SRMU", "SatImp", "SavePretrained", "SelectiveAmnesia", "SimNPO",
+    "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL", "UnlearningModule", "WGA",
+    "load_causal_lm", "load_tokenizer",
 ]

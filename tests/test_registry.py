@@ -50,7 +50,7 @@ def test_readme_methods_table_is_the_registry_table():
 
 def test_method_callback_matrix_covers_every_general_callback():
     assert {name.split("(")[0] for name in CALLBACKS} == set(registry.callbacks(general=True))
-    trains = {name for name, cls in registry.methods().items() if cls.changes_weights}
+    trains = {name for name, cls in registry.methods().items() if cls.takes_optimizer_steps}
     assert {registry.config_method(p) for p in recipes()} == trains
 
 

@@ -10,6 +10,7 @@ from lit_unlearn.methods.gradient_ascent import GradAscent, GradDiff
 from lit_unlearn.methods.icu import ICU
 from lit_unlearn.methods.idk import IdkDPO, IdkNLL
 from lit_unlearn.methods.kfade import KFADE
+from lit_unlearn.methods.modhifi import ModHiFi
 from lit_unlearn.methods.npo import NPO, SimNPO
 from lit_unlearn.methods.reglu import REGLU
 from lit_unlearn.methods.rmu import RMU, SRMU
@@ -20,5 +21,5 @@ from lit_unlearn.methods.wga import WGA
 
 # The order of the README's methods table: baselines, preference, representation, the rest.
 __all__ = ["GradAscent", "GradDiff", "WGA", "SatImp", "NPO", "SimNPO", "IdkNLL", "IdkDPO", "AltPO", "RMU", "SRMU",
-           "UNDIAL", "CEU", "SelectiveAmnesia", "KFADE", "REGLU", "ConstrainedEntropic", "ICU", "FineTune",
+           "UNDIAL", "CEU", "SelectiveAmnesia", "KFADE", "REGLU", "ModHiFi", "ConstrainedEntropic", "ICU", "FineTune",
            "EvaluateOnly", "Objectives", "UnlearningModule"]

@@ -100,7 +100,7 @@ class UnlearningModule(EvaluationHooks):
     adapts_retain_weight: ClassVar[bool] = False  # the method sets retain_weight itself
     retain_losses: ClassVar[tuple[str, ...]] = ("nll", "kl")
     supports_lora: ClassVar[bool] = True
-    changes_weights: ClassVar[bool] = True  # False: trains nothing (ICU); the training test matrices skip it
+    takes_optimizer_steps: ClassVar[bool] = True  # False: ICU, ModHiFi; training matrices skip it
     result_name: ClassVar[str] = "unlearned model"  # what fit makes, in messages ("fine-tuned model": FineTune)
     # Attributes kept in checkpoints, merged along the class hierarchy: a method lists its own.
     checkpoint_state: ClassVar[tuple[str, ...]] = ("ref_logps", "sample_weights", "summary", "eval_history",

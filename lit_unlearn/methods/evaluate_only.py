@@ -19,7 +19,7 @@ class EvaluateOnly(UnlearningModule):
     forget_doc = "none: evaluates a model (`lit-unlearn test --model DIR`), trains nothing"
     retain_doc = "none"
     uses_sample_weights = False
-    changes_weights = False
+    takes_optimizer_steps = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("evaluate_at_start", False)

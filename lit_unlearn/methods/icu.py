@@ -25,7 +25,7 @@ class ICU(UnlearningModule):
     forget_doc = "none: an instruction in every prompt (RWKU's in-context unlearning), no training"
     retain_doc = "none"
     uses_sample_weights = False
-    changes_weights = False
+    takes_optimizer_steps = False
 
     def __init__(self, *args: Any, instruction: str = ICU_INSTRUCTION, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -52,7 +52,7 @@ QUIET_ARGS = ["--trainer.max_steps=2", "--trainer.logger=false", "--trainer.enab
 
 def recipes() -> list[Path]:
     """Every method config of the fictitious benchmark (``configs/methods``) of a method that trains."""
-    trains = {name for name, cls in registry.methods().items() if cls.changes_weights}
+    trains = {name for name, cls in registry.methods().items() if cls.takes_optimizer_steps}
     return sorted({p for name, paths in registry.method_configs().items() if name in trains for p in paths
                    if p.parent.name == "methods"})
 

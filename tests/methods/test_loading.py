@@ -32,7 +32,7 @@ EXTRA_CASES = [("GradDiff", {"retain_loss": "kl"})]
 NOT_FROM_CONFIG = ("model", "compare_with")  # the tiny subject replaces the model; no gold model in-process
 
 
-TRAINING = [name for name, cls in registry.methods().items() if cls.changes_weights]  # ICU trains nothing
+TRAINING = [name for name, cls in registry.methods().items() if cls.takes_optimizer_steps]  # not ICU, ModHiFi
 
 
 def matrix_cases() -> list[tuple[str, str, dict]]:

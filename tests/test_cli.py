@@ -22,7 +22,7 @@ def run_fit(*args, tmp_path):
 @pytest.mark.parametrize("config", METHOD_CONFIGS, ids=lambda p: p.stem)
 def test_shipped_config_runs_two_steps(config, tmp_path, tiny_subject, tiny_gold):
     cli = run_fit("--config", str(config), "--config", TINY, *TINY_OVERRIDES.get(config.stem, []), tmp_path=tmp_path)
-    assert cli.trainer.global_step == 2
+    assert cli.trainer.global_step == (2 if type(cli.model).takes_optimizer_steps else 0)  # ModHiFi edits, no step
     saved = Path(cli.trainer.log_dir) / "model"
     # LoRA saves the adapter
     weights = "adapter_model.safetensors" if cli.model.lora is not None else "model.safetensors"

@@ -82,14 +82,15 @@ def goal(row: dict) -> bool:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'target':<16}{'config':<16}" + "".join(f"{c.replace('_level', ' L'):>15}" for c in COLUMNS)
+    width = max([16, *(len(r["target"]) + 2 for r in rows)])
+    head = (f"{'target':<{width}}{'config':<16}" + "".join(f"{c.replace('_level', ' L'):>15}" for c in COLUMNS)
             + f"{'MIA loss':>13}{'utility':>13}{'fluency':>13}{'wall s':>8}{'ms/step':>9}  goal")
     lines = [head]
     for r in rows:
         s, e = r["start"], r["end"]
         cells = "".join(f"{s.get(f'{c}/rougeL_recall', float('nan')):>7.2f}->{e.get(f'{c}/rougeL_recall', 0):.2f}"
                         for c in COLUMNS)
-        lines.append(f"{r['target']:<16}{r['config']:<16}{cells}{s['mia/loss']:>7.2f}->{e['mia/loss']:.2f}"
+        lines.append(f"{r['target']:<{width}}{r['config']:<16}{cells}{s['mia/loss']:>7.2f}->{e['mia/loss']:.2f}"
                      f"{s['utility/accuracy']:>7.2f}->{e['utility/accuracy']:.2f}"
                      f"{s['fluency/entropy']:>7.2f}->{e['fluency/entropy']:.2f}{r['wall_s']:>8.0f}"
                      f"{r['ms_per_step']:>9.0f}  {'yes' if goal(r) else 'no'}")
@@ -125,7 +126,7 @@ def main() -> None:
     for r in rows:
         e = r["end"]
         l2, l3 = e.get("forget_level2/rougeL_recall", 0), e.get("forget_level3/rougeL_recall", 0)
-        print(f"  {r['target']:<16}{r['config']:<16} L2 {l2:.2f}  L3 {l3:.2f}"
+        print(f"  {r['target'] + ' ':<16}{r['config']:<16} L2 {l2:.2f}  L3 {l3:.2f}"
               f"  ratio {l3 / l2 if l2 else float('inf'):.2f}")
     print("\nProbe counts (kept / written):", json.dumps(rows[0]["probe_counts"]) if rows else "")
 

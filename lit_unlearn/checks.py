@@ -40,6 +40,12 @@ def positive_int(owner: str, name: str, value: Any, optional: bool = False) -> i
     return value
 
 
+def one_of(owner: str, name: str, value: Any, choices: tuple[Any, ...]) -> Any:
+    if value not in choices:
+        raise ValueError(f"{owner}: `{name}` must be one of {choices}, got {value!r}")
+    return value
+
+
 def flag(owner: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{owner}: `{name}` must be true or false, got {value!r}")

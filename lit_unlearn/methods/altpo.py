@@ -10,8 +10,7 @@ from lit_unlearn import checks
 from lit_unlearn.datamodules.sources import Records
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.methods.idk import _RefusalMixin
-from lit_unlearn.methods.wga import check_reduction
-from lit_unlearn.objectives import answer_nll, dpo, sequence_logprob
+from lit_unlearn.objectives import REDUCTIONS, dpo, sequence_logprob
 
 
 class AltPO(_RefusalMixin, UnlearningModule):
@@ -82,7 +81,7 @@ class AltPO(_RefusalMixin, UnlearningModule):
         self.alternate_field = alternate_field
         self.max_alternates = checks.positive_int(name, "max_alternates", max_alternates, optional=True)
         self._check_retain_loss(retain_loss)
-        self.reduction = check_reduction(name, reduction)
+        self.reduction = checks.one_of(name, "reduction", reduction, REDUCTIONS)
         self.idk_set = None  # the encoded alternates: every alternate of every forget question, question by question
         self.alt_start: torch.Tensor | None = None  # [N_forget] first row of each question's alternates in idk_set
         self.alt_count: torch.Tensor | None = None  # [N_forget] number of alternates of each question
@@ -123,11 +122,6 @@ class AltPO(_RefusalMixin, UnlearningModule):
             self.ref_logps_alt = self.compute_logps(self.idk_set)
         self.ref_logps_alt = self.ref_logps_alt.to(self.device)
         super().on_train_start()
-
-    def retain_objective(self, retain):
-        if retain is None or self.retain_kind != "nll":
-            return super().retain_objective(retain)
-        return answer_nll(self(retain), retain["labels"], self.reduction)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]

@@ -25,7 +25,7 @@ from lit_unlearn.methods import reference as ref
 from lit_unlearn.methods.evaluation import EvaluationHooks
 from lit_unlearn.methods.loading import ModelSource
 from lit_unlearn.models import apply_lora, check_model_name, save_causal_lm
-from lit_unlearn.objectives import kl_to_reference, nll, weighted_mean
+from lit_unlearn.objectives import answer_nll, kl_to_reference, nll, weighted_mean
 
 
 @dataclass
@@ -116,6 +116,7 @@ class UnlearningModule(EvaluationHooks):
                  compare_with: str | None = None, suite: EvalSuite | None = None,
                  gguf_file: str | None = None) -> None:
         super().__init__()  # EvaluationHooks: eval_history, summary, suite_result, ...
+        self.reduction = "example"  # of the NLL retain term; open-unlearning ports set "token"
         name = type(self).__name__
         checks.non_negative(name, "forget_weight", forget_weight)
         checks.non_negative(name, "retain_weight", retain_weight)
@@ -222,12 +223,15 @@ class UnlearningModule(EvaluationHooks):
         raise NotImplementedError
 
     def retain_term(self, retain: dict[str, Tensor] | None, kind: str = "nll") -> Tensor | None:
-        """Per-example retain loss: answer NLL/|y| (``"nll"``) or ``KL(ref ‖ θ)`` on answer tokens (``"kl"``)."""
+        """Per-example retain loss: answer NLL/|y| (``"nll"``; with ``self.reduction == "token"`` the
+        token mean over the batch, :func:`~lit_unlearn.objectives.answer_nll`) or ``KL(ref ‖ θ)`` on
+        answer tokens (``"kl"``)."""
         if retain is None:
             return None
         logits = self(retain)
         if kind == "nll":
-            return nll(logits, retain["labels"])
+            return nll(logits, retain["labels"]) if self.reduction == "example" else answer_nll(
+                logits, retain["labels"], self.reduction)
         return kl_to_reference(logits, self.reference_logits(retain), retain["labels"])
 
     def retain_objective(self, retain: dict[str, Tensor] | None) -> Tensor | None:

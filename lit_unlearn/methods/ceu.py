@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
-from lit_unlearn.methods.wga import check_reduction
-from lit_unlearn.objectives import ceu
+from lit_unlearn.objectives import REDUCTIONS, ceu
 
 
 class CEU(UnlearningModule):
@@ -44,7 +44,7 @@ class CEU(UnlearningModule):
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"{name}: `ignore_first_n_answer_tokens` must be an integer >= 0, got {n!r}")
         self.ignore_first_n_answer_tokens = n
-        self.reduction = check_reduction(name, reduction)
+        self.reduction = checks.one_of(name, "reduction", reduction, REDUCTIONS)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]

@@ -6,8 +6,7 @@ from typing import Any
 
 from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
-from lit_unlearn.methods.wga import check_reduction
-from lit_unlearn.objectives import answer_nll, satimp
+from lit_unlearn.objectives import REDUCTIONS, satimp
 
 
 class SatImp(UnlearningModule):
@@ -50,12 +49,7 @@ class SatImp(UnlearningModule):
         self.beta1 = checks.non_negative(name, "beta1", beta1)
         self.beta2 = checks.non_negative(name, "beta2", beta2)
         self._check_retain_loss(retain_loss)
-        self.reduction = check_reduction(name, reduction)
-
-    def retain_objective(self, retain):
-        if retain is None or self.retain_kind != "nll":
-            return super().retain_objective(retain)
-        return answer_nll(self(retain), retain["labels"], self.reduction)
+        self.reduction = checks.one_of(name, "reduction", reduction, REDUCTIONS)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]

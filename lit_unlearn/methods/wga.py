@@ -6,13 +6,7 @@ from typing import Any
 
 from lit_unlearn import checks
 from lit_unlearn.methods.base import Objectives, UnlearningModule
-from lit_unlearn.objectives import REDUCTIONS, answer_nll, wga
-
-
-def check_reduction(owner: str, reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"{owner}: `reduction` must be one of {REDUCTIONS}, got {reduction!r}")
-    return reduction
+from lit_unlearn.objectives import REDUCTIONS, wga
 
 
 class WGA(UnlearningModule):
@@ -53,12 +47,7 @@ class WGA(UnlearningModule):
         super().__init__(*args, **kwargs)
         self.beta = checks.non_negative(type(self).__name__, "beta", beta)
         self._check_retain_loss(retain_loss)
-        self.reduction = check_reduction(type(self).__name__, reduction)
-
-    def retain_objective(self, retain):
-        if retain is None or self.retain_kind != "nll":
-            return super().retain_objective(retain)
-        return answer_nll(self(retain), retain["labels"], self.reduction)
+        self.reduction = checks.one_of(type(self).__name__, "reduction", reduction, REDUCTIONS)
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget = batch["forget"]

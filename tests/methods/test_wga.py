@@ -103,3 +103,18 @@ def test_wga_kl_retain_term(tiny_subject):
     assert module.retain_kind == "kl"
     assert rec.objectives[0].retain.abs().max() < 1e-5  # KL of the starting model against itself
     assert rec.objectives[1].retain.abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("reduction", ["token", "example"])
+def test_the_nll_retain_term_follows_the_reduction(tiny_subject, reduction):
+    """The base class's NLL retain term reduces as the method says: ``token`` is open-unlearning's
+    batch token mean (Hugging Face's ``outputs.loss``), ``example`` each row's mean."""
+    module = WGA(model=tiny_subject, reduction=reduction)
+    module.configure_model()
+    batch = rows_batch(torch.arange(8))
+    with torch.no_grad():
+        logits = module(batch)
+        got = module.retain_objective(batch)
+    assert torch.allclose(got, answer_nll(logits, batch["labels"], reduction), atol=1e-6)
+    other = answer_nll(logits, batch["labels"], "example" if reduction == "token" else "token")
+    assert (got - other).abs().max() > 1e-4  # the rows' answer lengths differ, so the reductions do

@@ -40,29 +40,23 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 def run_method(name: str, trials: int, out: Path) -> dict:
     """Sweep one method; return its chosen trial, rerun with the TOFU suite."""
-    from optuna.trial import TrialState
-
     config = ROOT / "configs" / "methods" / f"{name}.yaml"
     spec = load_spec(ROOT / "configs" / "sweeps" / "frontier" / f"{METHODS[name]}.yaml")
     spec.study, spec.trials = name, trials
     enqueue_shipped(config, spec, out / name)
     start = time.perf_counter()
-    sweep([str(config)], spec, QUIET, out / name)
+    summary = sweep([str(config)], spec, QUIET, out / name)
     seconds = time.perf_counter() - start
-    study = open_study(spec, default_storage(out / name))
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.values is not None]
-    if not done:
+    if summary["best"] is None:
         return {"method": name, "trials": 0, "feasible": 0, "seconds": seconds}
-    violation = {t.number: max(t.user_attrs.get("constraints", [0.0])) for t in done}
-    feasible = [t for t in done if violation[t.number] <= 0]
-    retain_at = list(spec.objectives).index("retain/fact_acc")
-    if feasible:
-        chosen = max(feasible, key=lambda t: (t.values[retain_at], -t.number))
-    else:  # nothing forgets enough: the trial nearest to gold-level forgetting
-        chosen = min(done, key=lambda t: (violation[t.number], -t.values[retain_at]))
+    # best.yaml's trial: the feasible one best on the first objective (retain/fact_acc), or, when no
+    # trial forgets enough, the one nearest to gold-level forgetting
+    study = open_study(spec, default_storage(out / name))
+    chosen = study.trials[summary["best"]]
     suite = rerun_with_suite(Path(chosen.user_attrs["log_dir"]) / "config.yaml")
     metrics = chosen.user_attrs["metrics"]
-    return {"method": name, "trials": len(done), "feasible": len(feasible), "seconds": seconds,
+    return {"method": name, "trials": summary["trials"]["complete"], "feasible": summary["feasible"],
+            "seconds": seconds,
             "trial": chosen.number, "params": dict(chosen.params), "forget": metrics["forget/fact_acc"],
             "retain": metrics["retain/fact_acc"], "gold_forget": chosen.user_attrs["reference"]["gold"].get(
                 "forget/fact_acc"), "start_retain": chosen.user_attrs["reference"]["start"].get("retain/fact_acc"),

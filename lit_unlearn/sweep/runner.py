@@ -57,8 +57,10 @@ def check(configs: list[str], spec: SweepSpec, overrides: list[str], out: Path) 
     check_metrics(spec, cli.datamodule)
 
 
-def sweep(configs: list[str], spec: SweepSpec, overrides: list[str], out: Path, storage: str | None = None) -> None:
-    """Run trials of the study until ``spec.trials`` are finished over all workers, then write the outputs."""
+def sweep(configs: list[str], spec: SweepSpec, overrides: list[str], out: Path,
+          storage: str | None = None) -> dict[str, Any]:
+    """Run trials of the study until ``spec.trials`` are finished over all workers, then write the
+    outputs; returns ``summary.json``'s contents (``best``: the trial best.yaml reruns)."""
     import optuna
 
     from lit_unlearn.cli import cli_main
@@ -127,7 +129,7 @@ def sweep(configs: list[str], spec: SweepSpec, overrides: list[str], out: Path, 
     if finished(study) < spec.trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(objective, catch=(Exception,), callbacks=[stop_when_done], gc_after_trial=True)
-    write_outputs(study, spec, out)
+    return write_outputs(study, spec, out)
 
 
 def _columns(cli) -> dict[str, dict[str, float]]:

@@ -144,21 +144,6 @@ def singleton_fidelity(stats: FidelityStats) -> Tensor:
     return sf.clamp(0.0, 1.0)  # ≤ 1 by Cauchy-Schwarz; the clamp removes rounding above it
 
 
-def subset_fidelity(outputs: Tensor, contributions: Tensor) -> Tensor:
-    """``SF(S) = 1 - min_β Σ_t ‖y_t - Σ_k β_k z_{t,k}‖² / Σ_t ‖y_t‖²`` for one subset S, by least
-    squares (the definition; :func:`singleton_fidelity` is its closed form for |S| = 1).
-
-    Args:
-        outputs: ``y [N, D]``.
-        contributions: ``z [N, |S|, D]``, the contributions of the subset's components.
-    """
-    y = outputs.double().reshape(-1)
-    z = contributions.double().permute(1, 0, 2).reshape(contributions.shape[1], -1).T  # [N·D, |S|]
-    beta = torch.linalg.lstsq(z, y.unsqueeze(1)).solution
-    residual = y - (z @ beta).squeeze(1)
-    return 1.0 - residual.square().sum() / y.square().sum()
-
-
 def specificity(forget: Tensor, retain: Tensor | None, score: str = "difference") -> Tensor:
     """Forget-specificity ``[K]`` of each component from its fidelities on forget and retain data
     (see the module docstring); components with a score > 0 are candidates for removal."""

@@ -18,12 +18,27 @@ from lit_unlearn.methods.modhifi import (
     select_components,
     singleton_fidelity,
     specificity,
-    subset_fidelity,
     zero_components,
 )
 from lit_unlearn.models import mlp_down_projections
 from tests.helpers import TINY, method_config, quiet_trainer, snapshot
 from tests.helpers.cli import cli_fit, version_dir
+
+
+def subset_fidelity(outputs: torch.Tensor, contributions: torch.Tensor) -> torch.Tensor:
+    """``SF(S) = 1 - min_β Σ_t ‖y_t - Σ_k β_k z_{t,k}‖² / Σ_t ‖y_t‖²`` for one subset S, by least
+    squares: the definition that ModHiFi's closed form (``singleton_fidelity``, |S| = 1) is checked against.
+
+    Args:
+        outputs: ``y [N, D]``.
+        contributions: ``z [N, |S|, D]``, the contributions of the subset's components.
+    """
+    y = outputs.double().reshape(-1)
+    z = contributions.double().permute(1, 0, 2).reshape(contributions.shape[1], -1).T  # [N·D, |S|]
+    beta = torch.linalg.lstsq(z, y.unsqueeze(1)).solution
+    residual = y - (z @ beta).squeeze(1)
+    return 1.0 - residual.square().sum() / y.square().sum()
+
 
 # Two tokens, a layer with I = 2 inputs and D = 2 outputs. By hand:
 #   token 1: a = (1, 2), y = W a = (1, 3), z_1 = 1·(1, 1) = (1, 1), z_2 = 2·(0, 1) = (0, 2)

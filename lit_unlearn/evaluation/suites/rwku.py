@@ -11,6 +11,7 @@ import torch
 from lit_unlearn.evaluation.engine import Evaluator
 from lit_unlearn.evaluation.eos import without_final_eos
 from lit_unlearn.evaluation.mia import ATTACKS, MembershipInference, mia_scores, zlib_length
+from lit_unlearn.evaluation.refusal import is_refusal
 from lit_unlearn.evaluation.rwku_probes import (
     SCORERS,
     chat_prompt,
@@ -59,6 +60,9 @@ class RWKUSuite(EvalSuite):
       ``forget_level3/<type>/rougeL_recall``), framed as RWKU's ``eval_forget.py``
       (:mod:`lit_unlearn.evaluation.rwku_probes`). Lower is better.
     - Locality: ``neighbor_level1/2/rougeL_recall`` on probes about related people and works.
+    - Refusals: ``<probe set>/refusal_rate``, the share of those answers that refuse
+      (:func:`~lit_unlearn.evaluation.refusal.is_refusal`): refusal methods (RT, RULE) should
+      refuse forget probes and answer the neighbour ("boundary") probes.
     - Membership inference: ``mia/<attack>`` AUC (LOSS, zlib, Min-K%, Min-K%++) of the forget
       corpus (members) against the model's texts about other people; 0.5 on the start model
       (both are its own writing), below 0.5 once the forget texts became unlikely.
@@ -119,6 +123,7 @@ class RWKUSuite(EvalSuite):
                                     ev.context, ev.progress, desc=name, limit=ev.limit)
             recall = rouge_recall(answers, [r["answer"] for r in rows], self.scorer)
             metrics[f"{name}/rougeL_recall"] = _mean(recall, ev)
+            metrics[f"{name}/refusal_rate"] = _mean([float(is_refusal(a)) for a in answers], ev)
             if name.endswith(("level1", "level2")):
                 pooled[name.rsplit("_", 1)[0] + "_level12"] += recall
             if name.endswith("level3"):

@@ -87,7 +87,7 @@ def _load_file(path: Path, role: str) -> Records:
         raise FileNotFoundError(f"{role}: data file '{path}' does not exist")
     suffix = path.suffix.lower()
     if suffix in (".json", ".jsonl"):
-        rows = _read_json(path, role)
+        rows = read_json(path, role)
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -100,7 +100,8 @@ def _load_file(path: Path, role: str) -> Records:
     return Records(rows, f"'{path}'", path)
 
 
-def _read_json(path: Path, role: str) -> list[Any]:
+def read_json(path: Path, role: str) -> list[Any]:
+    """Rows of a JSON array or JSON-lines file; errors name ``role``, the file and the line."""
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if stripped.startswith("["):

@@ -24,6 +24,7 @@ from lit_unlearn.evaluation import EvalSuite
 from lit_unlearn.methods import reference as ref
 from lit_unlearn.methods.evaluation import EvaluationHooks
 from lit_unlearn.methods.loading import ModelSource
+from lit_unlearn.methods.replay import GeneralReplay
 from lit_unlearn.models import apply_lora, check_model_name, save_causal_lm
 from lit_unlearn.objectives import answer_nll, kl_to_reference, nll, weighted_mean
 
@@ -74,6 +75,8 @@ class UnlearningModule(EvaluationHooks):
             suites without their own gold model compare with it.
         suite: an evaluation suite (``TOFUSuite``, ``MUSESuite``) run by ``test`` on the test sets;
             the ``SuiteEvaluation`` callback runs it during fit.
+        replay: a :class:`~lit_unlearn.methods.replay.GeneralReplay` (GeRe general-sample replay):
+            ``replay.weight * replay_loss`` is added to the loss, logged as ``train/replay_loss``.
 
     The callback contract: what callbacks may read (R) or write (W) on a module, one name per meaning.
 
@@ -114,7 +117,7 @@ class UnlearningModule(EvaluationHooks):
                  dtype: str | None = None, quantization: str | None = None, lora: dict[str, Any] | None = None,
                  gradient_checkpointing: bool = False, trust_remote_code: bool = False, evaluate_at_start: bool = True,
                  compare_with: str | None = None, suite: EvalSuite | None = None,
-                 gguf_file: str | None = None) -> None:
+                 gguf_file: str | None = None, replay: GeneralReplay | None = None) -> None:
         super().__init__()  # EvaluationHooks: eval_history, summary, suite_result, ...
         self.reduction = "example"  # of the NLL retain term; open-unlearning ports set "token"
         name = type(self).__name__
@@ -125,7 +128,11 @@ class UnlearningModule(EvaluationHooks):
             checks.flag(name, arg, value)
         self.source = ModelSource(name, model, tokenizer, dtype, quantization, lora, gradient_checkpointing,
                                   trust_remote_code, self.supports_lora, gguf_file)
-        ignore = ["optimizer", "scheduler", "suite"] + (["model"] if isinstance(model, nn.Module) else [])
+        if replay is not None and not isinstance(replay, GeneralReplay):
+            raise TypeError(f"{name}: `replay` must be a GeneralReplay, got {type(replay).__name__}")
+        if replay is not None and type(self).training_step is not UnlearningModule.training_step:
+            raise ValueError(f"{name} takes its own training steps, which do not add a replay loss; remove `replay`")
+        ignore = ["optimizer", "scheduler", "suite", "replay"] + (["model"] if isinstance(model, nn.Module) else [])
         self.save_hyperparameters(ignore=ignore)
         self.model: nn.Module | None = self.source.module
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -141,6 +148,9 @@ class UnlearningModule(EvaluationHooks):
         self.ref_logps: Tensor | None = None  # [N_forget], cached reference log-probs
         self._lora_applied = False
         self._reference: ref.FrozenCopy | None = None
+        self.replay = replay
+        if replay is not None and replay.needs_reference_model:
+            self.uses_reference_model = True  # θ0's logits on the replay batches
 
     # ------------------------------------------------------------------ model
     @property
@@ -289,6 +299,9 @@ class UnlearningModule(EvaluationHooks):
             loss = loss + self.retain_weight * (retain.detach() if self.retain_grad_external else retain)
         if obj.penalty is not None:
             loss = loss + obj.penalty
+        replay = self.replay(self) if self.replay is not None else None
+        if replay is not None:
+            loss = loss + self.replay.weight * replay
         self.last_loss = loss.detach()
         if self.should_log():
             # Every rank has these two on every step: averaged over ranks. The rest (a batch may
@@ -299,6 +312,9 @@ class UnlearningModule(EvaluationHooks):
                 logs["train/retain_loss"] = retain
             if obj.penalty is not None:
                 logs["train/penalty"] = obj.penalty
+            if replay is not None:
+                logs["train/replay_loss"] = replay
+                logs.update({f"train/{k}": v for k, v in self.replay.logs.items()})
             self.log_dict({k: v.detach() for k, v in synced.items()}, sync_dist=self.trainer.world_size > 1)
             self.log_dict({k: torch.as_tensor(v).detach() for k, v in logs.items()})
             self.log("loss", loss.detach(), prog_bar=True, logger=False)
@@ -319,6 +335,8 @@ class UnlearningModule(EvaluationHooks):
             self.ref_logps = self.ref_logps.to(self.device)
         if self.uses_reference_logps and self.ref_logps is None:
             self.ref_logps = self.compute_logps(self._datamodule().forget_set)
+        if self.replay is not None:
+            self.replay.prepare(self)  # θ0's statistics on the replay texts, before the first step
         if self.evaluate_at_start and self.global_step == 0 and not self.summary.get("start"):
             self.summary["start"] = self.evaluate("val", step=0)
 
@@ -331,6 +349,8 @@ class UnlearningModule(EvaluationHooks):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_unlearn"] = {name: getattr(self, name) for name in self._checkpoint_names()}
+        if self.replay is not None:
+            checkpoint["lit_unlearn"]["replay"] = self.replay.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # test/validate from a LoRA run's checkpoint: add the adapters its weights belong to
@@ -342,6 +362,8 @@ class UnlearningModule(EvaluationHooks):
         for name in self._checkpoint_names():
             if name in state:
                 setattr(self, name, state[name])
+        if self.replay is not None and state.get("replay") is not None:
+            self.replay.load_state_dict(state["replay"])
 
     # ------------------------------------------------------------------ saving (SavePretrained calls these)
     def write_pretrained(self, directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:

@@ -16,7 +16,7 @@ from lit_unlearn.callbacks import (
     TradeOffCurves,
 )
 from lit_unlearn.datamodules import FictitiousPeople, ForgetRetainDataModule
-from lit_unlearn.evaluation import MUSESuite, RWKUSuite, TOFUSuite
+from lit_unlearn.evaluation import MUSESuite, RefusalSuite, RWKUSuite, TOFUSuite
 from lit_unlearn.methods import (
     CEU,
     ICU,
@@ -24,6 +24,7 @@ from lit_unlearn.methods import (
     NPO,
     REGLU,
     RMU,
+    RULE,
     SRMU,
     UNDIAL,
     WGA,
@@ -31,6 +32,7 @@ from lit_unlearn.methods import (
     ConstrainedEntropic,
     EvaluateOnly,
     FineTune,
+    GeneralReplay,
     GradAscent,
     GradDiff,
     IdkDPO,
@@ -49,9 +51,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AltPO", "CEU", "ConstrainedEntropic", "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly",
-    "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GradAscent", "GradDiff", "GradientProjection", "ICU",
-    "IdkDPO", "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "ModHiFi", "NPO", "Objectives", "REGLU", "RMU", "RWKU",
-    "RWKUSuite", "RelearningProbe", "RunSummary", "SRMU", "SatImp", "SavePretrained", "SelectiveAmnesia", "SimNPO",
-    "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves", "UNDIAL", "UnlearningModule", "WGA",
-    "load_causal_lm", "load_tokenizer",
+    "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GeneralReplay", "GradAscent", "GradDiff",
+    "GradientProjection", "ICU", "IdkDPO", "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "ModHiFi", "NPO",
+    "Objectives", "REGLU", "RMU", "RULE", "RWKU", "RWKUSuite", "RefusalSuite", "RelearningProbe", "RunSummary", "SRMU",
+    "SatImp", "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite",
+    "TradeOffCurves", "UNDIAL", "UnlearningModule", "WGA", "load_causal_lm", "load_tokenizer",
 ]

@@ -69,5 +69,7 @@ def needs_retain_term(callback: str, module: Any, because: str) -> None:
     """Refuse a method whose objectives have no retain term (``module.has_retain_term()``)."""
     has_retain = getattr(module, "has_retain_term", None)
     if has_retain is None or not has_retain():
-        raise incompatible(callback, module, f"{because}, and the method has no retain term (use a method with a "
-                                             "retain loss, and pass `retain` to the datamodule)")
+        reason = getattr(module, "no_retain_term_reason", None) or ("the method has no retain term (use a method "
+                                                                    "with a retain loss, and pass `retain` to the "
+                                                                    "datamodule)")
+        raise incompatible(callback, module, f"{because}, and {reason}")

@@ -98,8 +98,9 @@ class RWKU(ForgetRetainDataModule):
             corpora and probes.
         forget_probes, neighbor_probes: probe sources (see above); ``neighbor_probes`` None
             with the shipped set: the level 1/2 probes of each target's shipped neighbors.
-        retain_subjects: people whose biographies form the retain corpus; default the shipped
-            people that are neither targets nor their neighbors. ``[]``: no retain corpus.
+        retain_subjects: people whose biographies (or questions) form the retain corpus; default
+            the shipped people that are neither targets nor their neighbors. ``"neighbors"``: the
+            targets' shipped neighbors (the boundary of RULE). ``[]``: no retain corpus.
         mia_subjects: people whose biographies are the non-members of membership inference
             (default the shipped ``other_people.json``).
         descriptions, questions: forget corpus size per target (biographies, or questions drafted).
@@ -107,16 +108,24 @@ class RWKU(ForgetRetainDataModule):
         mia_descriptions: non-member biographies per ``mia_subjects`` person.
         max_new_tokens, temperature, top_p, seed: how corpora are sampled.
         keep_threshold, scorer, filter_probes: probe filtering (scorer as ``RWKUSuite``'s).
+        refusal_retain: refusal domains (e.g. ``[cybersecurity, privacy]``) whose ``retain`` prompts,
+            answered by the start model (greedy, cached), join the retain corpus: a small
+            cross-entropy retain set that keeps refusal behaviour in those domains as it was
+            (the mitigation of "From Narrow Unlearning to Emergent Misalignment"). Needs
+            ``retain_corpus: questions``. The suite's ``eval`` prompts are disjoint from them.
+        refusal_prompts: the prompts file of ``refusal_retain`` (default the shipped one; see
+            :func:`~lit_unlearn.evaluation.refusal.load_prompts`).
         **kwargs: :class:`ForgetRetainDataModule` options (``batch_size``, ``max_length``, ...).
     """
 
     def __init__(self, targets: list[str] | str, model: str | None = None, forget_corpus: str = "descriptions",
                  retain_corpus: str | None = None,
                  forget_probes: Source = "builtin", neighbor_probes: Source | None = None,
-                 retain_subjects: list[str] | None = None, mia_subjects: list[str] | None = None,
+                 retain_subjects: list[str] | str | None = None, mia_subjects: list[str] | None = None,
                  descriptions: int = 16, questions: int = 16, retain_per_person: int = 4, mia_descriptions: int = 2,
                  max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
                  keep_threshold: float = 0.5, scorer: str = "rouge", filter_probes: bool = True,
+                 refusal_retain: list[str] | None = None, refusal_prompts: str | None = None,
                  batch_size: int = 4, max_length: int = 192, **kwargs: Any) -> None:
         name = "RWKU"
         targets = [targets] if isinstance(targets, str) else list(targets)
@@ -160,6 +169,14 @@ class RWKU(ForgetRetainDataModule):
                        for lv in "123"}
         self.probes.update({f"neighbor_level{lv}": [r for r in neighbor_rows if r["level"] == lv] for lv in "12"})
         people = [p for p in shipped("neighbors.json") if p not in targets and p not in self.neighbors]
+        if retain_subjects == "neighbors":  # the boundary of refusal methods (RULE): related people to keep
+            if not self.neighbors:
+                raise ValueError(f"{name}: `retain_subjects: neighbors` needs shipped neighbours of {targets}; with "
+                                 "your own probes, name the retain people")
+            retain_subjects = list(self.neighbors)
+        elif isinstance(retain_subjects, str):
+            raise ValueError(f"{name}: `retain_subjects` must be a list of names, 'neighbors' or null, got "
+                             f"{retain_subjects!r}")
         self.retain_subjects = list(people if retain_subjects is None else retain_subjects)
         others = [p for p in shipped("other_people.json") if p not in targets]
         self.mia_subjects = list(others if mia_subjects is None else mia_subjects)
@@ -169,6 +186,19 @@ class RWKU(ForgetRetainDataModule):
                                  "about a target cannot be retain data or non-members")
         if not self.mia_subjects:
             raise ValueError(f"{name}: `mia_subjects` must name at least one person (the non-members)")
+        self.refusal_retain: dict[str, list[str]] = {}
+        if refusal_retain:
+            from lit_unlearn.evaluation.refusal import load_prompts
+
+            if retain_corpus != "questions":
+                raise ValueError(f"{name}: `refusal_retain` adds question-answer rows to the retain corpus; set "
+                                 f"`retain_corpus: questions` (got {retain_corpus!r})")
+            prompts = load_prompts(refusal_prompts)
+            unknown = [d for d in refusal_retain if d not in prompts or not prompts[d]["retain"]]
+            if unknown:
+                raise ValueError(f"{name}: `refusal_retain` names {unknown}, which have no retain prompts; domains "
+                                 f"with some: {sorted(d for d in prompts if prompts[d]['retain'])}")
+            self.refusal_retain = {d: prompts[d]["retain"] for d in refusal_retain}
         self.probe_counts: dict[str, tuple[int, int]] = {}
         self._built = False
         # The corpora do not exist before the start model writes them (in setup); until then the
@@ -243,6 +273,11 @@ class RWKU(ForgetRetainDataModule):
                       for r in corpus.cached("questions", {**key, "settings": corpus.settings_dict(settings),
                                                            "person": p, "substitute": None},
                                              lambda p=p: corpus.questions(*model_and_tokenizer(), p, None, settings))]
+        for domain, prompts in self.refusal_retain.items():
+            answers = corpus.cached("refusal_answers", {"model": key["model"], "prompts": prompts},
+                                    lambda p=prompts: corpus.answer(*model_and_tokenizer(), p))
+            retain += [{"question": q, "answer": a, "subject": f"refusal/{domain}"}
+                       for q, a in zip(prompts, answers) if a]
         members = [r for t in self.targets for r in written[(t, self.settings.descriptions)]]
         others = [r for p in self.mia_subjects for r in written[(p, self.mia_n)]]
         probes = {n: self._kept(n, rows, path, model_and_tokenizer) for n, rows in self.probes.items()}

@@ -269,3 +269,30 @@ def test_an_unlearned_model_is_probed_with_its_start_models_corpora(chat_model, 
         (path / "run_info.json").write_text(json.dumps({"model": origin}))
     assert start_model(str(second)) == chat_model  # followed back through a chained run
     assert start_model(chat_model) == chat_model
+
+
+def test_neighbors_as_the_retain_people(chat_model):
+    dm = RWKU(targets=["Albert Einstein"], model=chat_model, retain_subjects="neighbors")
+    assert dm.retain_subjects == dm.neighbors == ["Galileo Galilei", "Isaac Newton", "Thomas Edison"]
+    with pytest.raises(ValueError, match="`retain_subjects` must be a list of names, 'neighbors' or null"):
+        RWKU(targets=["Albert Einstein"], model=chat_model, retain_subjects="Isaac Newton")
+
+
+def test_refusal_retain_rows_join_the_retain_corpus(chat_model, probes):
+    from lit_unlearn.evaluation.refusal import load_prompts
+    from lit_unlearn.rwku import corpus
+
+    with pytest.raises(ValueError, match=r"`refusal_retain` names \['astrology'\]"):
+        make(chat_model, probes, retain_corpus="questions", refusal_retain=["astrology"])
+    with pytest.raises(ValueError, match="set `retain_corpus: questions`"):
+        make(chat_model, probes, refusal_retain=["privacy"])
+    dm = make(chat_model, probes, retain_corpus="questions", refusal_retain=["privacy", "benign"])
+    dm.setup("fit")
+    prompts = load_prompts()
+    model, tok = load_causal_lm(chat_model).eval(), load_tokenizer(chat_model)
+    for domain in ("privacy", "benign"):
+        rows = [r for r in dm.retain_records.rows if r["subject"] == f"refusal/{domain}"]
+        answers = corpus.answer(model, tok, prompts[domain]["retain"])
+        expected = [(q, a) for q, a in zip(prompts[domain]["retain"], answers) if a]
+        assert expected and [(r["question"], r["answer"]) for r in rows] == expected
+        assert not set(prompts[domain]["retain"]) & set(prompts[domain]["eval"])  # the suite asks other prompts

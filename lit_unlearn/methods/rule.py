@@ -26,7 +26,7 @@ optimization: one update per batch of samples, so the ratio of PPO-style clippin
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,23 +41,23 @@ SCORERS = ("rouge_score", "rouge", "none")
 
 
 def rule_rewards(answers: Sequence[str], is_forget: Sequence[bool], references: Sequence[str | None],
-                 detector: Callable[[str], bool], scorer: str = "rouge_score",
-                 boundary_refusal: float = -1.0) -> Tensor:
-    """RULE's verifiable reward of each sampled answer ``[N]``.
+                 refused: Sequence[bool], scorer: str = "rouge_score", boundary_refusal: float = -1.0) -> Tensor:
+    """RULE's verifiable reward of each sampled answer ``[N]``; ``refused``: the refusal detector's
+    verdict on each answer (:func:`~lit_unlearn.evaluation.refusal.is_refusal`).
 
-    - Forget question: 1 if ``detector`` calls the answer a refusal, else 0.
+    - Forget question: 1 if the answer is a refusal, else 0.
     - Boundary question: ``boundary_refusal`` (-1) if it is a refusal; otherwise the ROUGE-L
       recall of the reference answer (the start model's own answer: "helpful and correct"),
       or 1 with ``scorer="none"`` or no reference.
     """
     from lit_unlearn.evaluation.rwku_probes import rouge_recall
 
-    if not len(answers) == len(is_forget) == len(references):
-        raise ValueError(f"rule_rewards: {len(answers)} answers, {len(is_forget)} flags and {len(references)} "
-                         "references; expected one of each per answer")
+    if not len(answers) == len(is_forget) == len(references) == len(refused):
+        raise ValueError(f"rule_rewards: {len(answers)} answers, {len(is_forget)} flags, {len(references)} "
+                         f"references and {len(refused)} refusal verdicts; expected one of each per answer")
     if scorer not in SCORERS:
         raise ValueError(f"rule_rewards: `scorer` must be one of {SCORERS}, got {scorer!r}")
-    refused = [bool(detector(a)) for a in answers]
+    refused = [bool(r) for r in refused]
     rewards = [1.0 if r else 0.0 for r in refused]
     scored = [i for i, (f, r, ref) in enumerate(zip(is_forget, refused, references))
               if not f and not r and ref and scorer != "none"]
@@ -196,6 +196,7 @@ class RULE(_RefusalMixin, UnlearningModule):
         self._setup_refusals(refusals, refusal_seed)
         self.retain_kind = "policy"
         self.rs_rows: list[int] = []
+        self.questions: dict[str, list[tuple[Tensor, str]]] = {}
 
     no_retain_term_reason = ("its retain term is a policy-gradient loss on answers it samples, which a callback "
                              "cannot recompute on a retain batch")
@@ -217,6 +218,9 @@ class RULE(_RefusalMixin, UnlearningModule):
                                  "and retain_corpus: questions")
         if self.idk_set is None:
             self._encode_refusals()
+        # the questions to sample on and the boundary references, decoded once (not every step)
+        self.questions = {role: [self._prompt_and_reference(data, i) for i in range(len(data))]
+                          for role, data in (("forget", dm.forget_set), ("retain", dm.retain_set))}
         n = len(dm.forget_set)
         g = torch.Generator().manual_seed(self.refusal_seed)
         self.rs_rows = torch.randperm(n, generator=g)[: max(1, math.ceil(self.rs_fraction * n))].tolist()
@@ -245,14 +249,12 @@ class RULE(_RefusalMixin, UnlearningModule):
         prompts left-padded to width ``W``; rows ``p*G .. p*G+G-1`` answer prompt ``p``."""
         from transformers import GenerationConfig
 
+        from lit_unlearn.evaluation.rouge import left_pad
+
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long, device=self.device)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = p.to(self.device)
-            mask[i, width - len(p):] = 1
+        ids, mask = left_pad(prompts, pad, self.device)
+        width = ids.shape[1]
         config = GenerationConfig(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0,
                                   max_new_tokens=self.max_new_tokens, num_return_sequences=self.group_size,
                                   pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True)
@@ -280,18 +282,17 @@ class RULE(_RefusalMixin, UnlearningModule):
             return self.steering_objectives(batch)
         from lit_unlearn.evaluation.refusal import is_refusal
 
-        dm = self._datamodule()
         forget_rows = batch["forget"]["index"].tolist()
         retain_rows = batch["retain"]["index"].tolist()
-        items = [self._prompt_and_reference(dm.forget_set, i) for i in forget_rows]
-        items += [self._prompt_and_reference(dm.retain_set, i) for i in retain_rows]
+        items = [self.questions["forget"][i] for i in forget_rows] + [self.questions["retain"][i] for i in retain_rows]
         is_forget = [k < len(forget_rows) for k in range(len(items))]
         ids, mask, width = self.sample([p for p, _ in items])
         G = self.group_size
         answers = self.tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)
         flags = [f for f in is_forget for _ in range(G)]
         references = [None if f else r for (_, r), f in zip(items, is_forget) for _ in range(G)]
-        rewards = rule_rewards(answers, flags, references, is_refusal, self.scorer, self.boundary_refusal)
+        refused = [is_refusal(a) for a in answers]
+        rewards = rule_rewards(answers, flags, references, refused, self.scorer, self.boundary_refusal)
         advantages = (group_advantages(rewards, G) if self.advantage == "group" else batch_advantages(rewards))
         advantages = advantages.to(self.device)
         answer_mask = mask[:, width:].float()
@@ -305,7 +306,7 @@ class RULE(_RefusalMixin, UnlearningModule):
         loss, kl = grpo_loss(logps, ref_logps, advantages, answer_mask, self.beta)
         n_f = len(forget_rows) * G
         f = torch.tensor(flags)
-        refused = torch.tensor([is_refusal(a) for a in answers], dtype=torch.float32)
+        share = torch.tensor(refused, dtype=torch.float32)
         logs = {"stage": torch.tensor(2.0), "reward_forget": rewards[f].mean(), "reward_boundary": rewards[~f].mean(),
-                "refusal_forget": refused[f].mean(), "refusal_boundary": refused[~f].mean(), "kl": kl.mean()}
+                "refusal_forget": share[f].mean(), "refusal_boundary": share[~f].mean(), "kl": kl.mean()}
         return Objectives(forget=loss[:n_f], retain=loss[n_f:], logs=logs)

@@ -21,16 +21,17 @@ def test_rewards_follow_the_rules():
     answers = ["I can't say.", "He was born in Ulm.", "I can't say.", "born in Paris in 1900", "anything", ""]
     forget = [True, True, False, False, False, False]
     refs = [None, None, "born in Paris", "born in Paris", "born in Paris", None]
-    got = rule_rewards(answers, forget, refs, refuses, scorer="rouge_score").tolist()
+    refused = [refuses(a) for a in answers]
+    got = rule_rewards(answers, forget, refs, refused, scorer="rouge_score").tolist()
     # forget: refusal 1, answer 0; boundary: refusal -1, else recall of the reference (3/3, 0/3), no reference 1
     assert got == pytest.approx([1.0, 0.0, -1.0, 1.0, 0.0, 1.0])
-    assert rule_rewards(answers, forget, refs, refuses, scorer="none").tolist() == pytest.approx(
+    assert rule_rewards(answers, forget, refs, refused, scorer="none").tolist() == pytest.approx(
         [1.0, 0.0, -1.0, 1.0, 1.0, 1.0])
-    assert rule_rewards(answers[:3], forget[:3], refs[:3], refuses, boundary_refusal=-0.5).tolist()[2] == -0.5
+    assert rule_rewards(answers[:3], forget[:3], refs[:3], refused[:3], boundary_refusal=-0.5).tolist()[2] == -0.5
     with pytest.raises(ValueError, match="one of each"):
-        rule_rewards(answers, forget[:2], refs, refuses)
+        rule_rewards(answers, forget, refs, refused[:2])
     with pytest.raises(ValueError, match="scorer"):
-        rule_rewards(answers, forget, refs, refuses, scorer="bleu")
+        rule_rewards(answers, forget, refs, refused, scorer="bleu")
 
 
 def test_group_advantages_by_hand():
@@ -109,7 +110,8 @@ def test_a_positive_advantage_raises_the_sampled_answer(tiny_subject):
 def test_fit_runs_rejection_steering_then_reinforcement(tiny_subject):
     module = RULE(model=tiny_subject, optimizer=adamw(1e-3), rs_steps=2, rs_fraction=0.25, group_size=2,
                   max_new_tokens=8, evaluate_at_start=False)
-    start = snapshot(module.model) if module.model is not None else None
+    module.configure_model()
+    start = snapshot(module.model)
     _, rec = fit_quick(module, steps=4, batch_size=2)
     n_forget = len(module._datamodule().forget_set)
     assert len(module.rs_rows) == math.ceil(0.25 * n_forget)
@@ -126,7 +128,10 @@ def test_fit_runs_rejection_steering_then_reinforcement(tiny_subject):
     for key in ("reward_forget", "reward_boundary", "refusal_forget", "refusal_boundary", "kl"):
         assert torch.isfinite(last.logs[key])
     assert float(last.logs["kl"]) > 0  # two rejection-steering steps moved the policy
-    assert start is None or any(not torch.equal(p, start[n]) for n, p in module.model.named_parameters())
+    assert any(not torch.equal(p, start[n]) for n, p in module.model.named_parameters())
+    # the sampled questions are the encoded ones: a forget prompt decodes to its question
+    prompt, _ = module.questions["forget"][0]
+    assert module._datamodule().forget_records.rows[0]["question"] in module.tokenizer.decode(prompt)
 
 
 def test_bad_arguments(tiny_subject):

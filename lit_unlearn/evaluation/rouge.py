@@ -29,17 +29,6 @@ def rouge_l(preds: list[str], targets: list[str], stemming: bool = True) -> dict
     return {"recall": torch.tensor(recall, dtype=torch.float64), "f1": torch.tensor(f1, dtype=torch.float64)}
 
 
-def left_pad(prompts: list[Tensor], pad_id: int, device) -> tuple[Tensor, Tensor]:
-    """``(ids, attention_mask)``, both ``[P, W]``: token-id prompts left-padded to the longest, ``W``."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = p.to(device)
-        mask[i, width - len(p):] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def greedy_generate(model: nn.Module, prompts: list[Tensor], pad_id: int, eos_id: int | None,
                     max_new_tokens: int = 64) -> list[list[int]]:
@@ -49,7 +38,11 @@ def greedy_generate(model: nn.Module, prompts: list[Tensor], pad_id: int, eos_id
     """
     from transformers import GenerationConfig
 
-    ids, mask = left_pad(prompts, pad_id, next(model.parameters()).device)
+    from lit_unlearn.datamodules.encoding import collate
+
+    batch = collate([(p, p, None, i) for i, p in enumerate(prompts)], pad_id, padding_side="left")
+    device = next(model.parameters()).device
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     width = ids.shape[1]
     config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                               eos_token_id=eos_id, use_cache=True)

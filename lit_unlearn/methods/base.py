@@ -26,7 +26,7 @@ from lit_unlearn.methods.evaluation import EvaluationHooks
 from lit_unlearn.methods.loading import ModelSource
 from lit_unlearn.methods.replay import GeneralReplay
 from lit_unlearn.models import apply_lora, check_model_name, save_causal_lm
-from lit_unlearn.objectives import answer_nll, kl_to_reference, nll, weighted_mean
+from lit_unlearn.objectives import answer_nll, kl_to_reference, weighted_mean
 
 
 @dataclass
@@ -240,8 +240,7 @@ class UnlearningModule(EvaluationHooks):
             return None
         logits = self(retain)
         if kind == "nll":
-            return nll(logits, retain["labels"]) if self.reduction == "example" else answer_nll(
-                logits, retain["labels"], self.reduction)
+            return answer_nll(logits, retain["labels"], self.reduction)
         return kl_to_reference(logits, self.reference_logits(retain), retain["labels"])
 
     def retain_objective(self, retain: dict[str, Tensor] | None) -> Tensor | None:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lit_unlearn import checks
+from lit_unlearn.datamodules.encoding import collate
 from lit_unlearn.methods.base import Objectives, UnlearningModule
 from lit_unlearn.methods.idk import _RefusalMixin
 from lit_unlearn.objectives import IGNORE_INDEX, nll
@@ -55,8 +56,7 @@ def rule_rewards(answers: Sequence[str], is_forget: Sequence[bool], references: 
     if not len(answers) == len(is_forget) == len(references) == len(refused):
         raise ValueError(f"rule_rewards: {len(answers)} answers, {len(is_forget)} flags, {len(references)} "
                          f"references and {len(refused)} refusal verdicts; expected one of each per answer")
-    if scorer not in SCORERS:
-        raise ValueError(f"rule_rewards: `scorer` must be one of {SCORERS}, got {scorer!r}")
+    checks.one_of("rule_rewards", "scorer", scorer, SCORERS)
     refused = [bool(r) for r in refused]
     rewards = [1.0 if r else 0.0 for r in refused]
     scored = [i for i, (f, r, ref) in enumerate(zip(is_forget, refused, references))
@@ -249,11 +249,10 @@ class RULE(_RefusalMixin, UnlearningModule):
         prompts left-padded to width ``W``; rows ``p*G .. p*G+G-1`` answer prompt ``p``."""
         from transformers import GenerationConfig
 
-        from lit_unlearn.evaluation.rouge import left_pad
-
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        ids, mask = left_pad(prompts, pad, self.device)
+        batch = collate([(p, p, None, i) for i, p in enumerate(prompts)], pad, padding_side="left")
+        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
         width = ids.shape[1]
         config = GenerationConfig(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0,
                                   max_new_tokens=self.max_new_tokens, num_return_sequences=self.group_size,
@@ -277,6 +276,20 @@ class RULE(_RefusalMixin, UnlearningModule):
         return -F.cross_entropy(logits.flatten(0, 1), ids[:, width:].flatten(), reduction="none").view(
             ids.shape[0], -1)
 
+    @torch.no_grad()
+    def reference_answer_logps(self, ids: Tensor, mask: Tensor, width: int) -> Tensor:
+        """:meth:`answer_logps` of the start model: the frozen copy, or with LoRA the base with its
+        adapters off, in eval mode (dropout off), as :meth:`UnlearningModule.reference_logits`."""
+        if not self._lora_applied:
+            return self.answer_logps(self.reference_model, ids, mask, width)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.adapters_disabled():
+                return self.answer_logps(self.model, ids, mask, width)
+        finally:
+            self.model.train(was_training)
+
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         if self.global_step < self.rs_steps:
             return self.steering_objectives(batch)
@@ -297,12 +310,7 @@ class RULE(_RefusalMixin, UnlearningModule):
         advantages = advantages.to(self.device)
         answer_mask = mask[:, width:].float()
         logps = self.answer_logps(self.model, ids, mask, width)
-        with torch.no_grad():
-            if self._lora_applied:
-                with self.adapters_disabled():
-                    ref_logps = self.answer_logps(self.model, ids, mask, width)
-            else:
-                ref_logps = self.answer_logps(self.reference_model, ids, mask, width)
+        ref_logps = self.reference_answer_logps(ids, mask, width)
         loss, kl = grpo_loss(logps, ref_logps, advantages, answer_mask, self.beta)
         n_f = len(forget_rows) * G
         f = torch.tensor(flags)

@@ -134,6 +134,20 @@ def test_a_checkpoint_state_keeps_the_start_statistics(stub):
     assert torch.equal(restored.low, replay.low) and float(restored(stub).detach()) == float(replay(stub).detach())
 
 
+def test_the_method_checkpoint_carries_the_replay_state(stub, tiny_subject):
+    """Through the module's own checkpoint hooks, as Lightning calls them."""
+    replay = GeneralReplay(TEXTS, n=4, batch_size=3, seed=1)
+    replay.prepare(stub)
+    replay.next_rows(stub)
+    checkpoint = {}
+    NPO(model=tiny_subject, replay=replay).on_save_checkpoint(checkpoint)
+    fresh = NPO(model=tiny_subject, replay=GeneralReplay(TEXTS, n=4, batch_size=3, seed=1))
+    assert fresh.replay.low is None
+    fresh.on_load_checkpoint(torch.load(_saved(checkpoint), weights_only=False))
+    assert torch.equal(fresh.replay.low, replay.low) and torch.equal(fresh.replay.high, replay.high)
+    assert fresh.replay.calls == replay.calls == 1 and fresh.replay.next_rows(stub) == replay.next_rows(stub)
+
+
 def _saved(state):
     import io
 

@@ -28,6 +28,16 @@ from lit_unlearn.evaluation.reference import GoldReference
 PRIVLEAK_ATTACK = "min_k"
 
 
+def rank_mean(values: list[float], ev: Evaluator) -> float:
+    """Mean over every rank's values (each rank scores its share of a set's rows)."""
+    from torchmetrics import MeanMetric
+
+    metric = MeanMetric().to(ev.device)
+    if values:
+        metric.update(torch.tensor(values, dtype=torch.float64, device=ev.device))
+    return float(metric.compute())
+
+
 @dataclass
 class SuiteResult:
     """``metrics``: flat name -> value; ``stats``: per-example data a later run compares against;

@@ -5,24 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lit_unlearn.evaluation.engine import Evaluator
 from lit_unlearn.evaluation.refusal import BENIGN, is_refusal, load_prompts
 from lit_unlearn.evaluation.rwku_probes import chat_prompt, generate_texts
-from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult
+from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult, rank_mean
 
 QUESTION_KEYS = ("question", "query")
-
-
-def _rate(flags: list[bool], ev: Evaluator) -> float:
-    """The share of True over every rank's flags (each rank answers its share of the prompts)."""
-    from torchmetrics import MeanMetric
-
-    metric = MeanMetric().to(ev.device)
-    if flags:
-        metric.update(torch.tensor(flags, dtype=torch.float64, device=ev.device))
-    return float(metric.compute())
 
 
 class RefusalSuite(EvalSuite):
@@ -136,4 +124,4 @@ class RefusalSuite(EvalSuite):
         answers = [a.strip() for a in answers]
         refused = [is_refusal(a) for a in answers]
         ev.keep(name, prompts, references, answers, refused=refused)
-        return _rate(refused, ev)
+        return rank_mean(refused, ev)

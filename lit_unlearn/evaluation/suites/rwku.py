@@ -20,20 +20,10 @@ from lit_unlearn.evaluation.rwku_probes import (
     probe_prompt,
     rouge_recall,
 )
-from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult
+from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult, rank_mean
 from lit_unlearn.objectives import sequence_logprob
 
 PROBE_SETS = ("forget_level1", "forget_level2", "forget_level3", "neighbor_level1", "neighbor_level2")
-
-
-def _mean(values: list[float], ev: Evaluator) -> float:
-    """Mean over every rank's values (each rank scores its share of a set's rows)."""
-    from torchmetrics import MeanMetric
-
-    metric = MeanMetric().to(ev.device)
-    if values:
-        metric.update(torch.tensor(values, dtype=torch.float64, device=ev.device))
-    return float(metric.compute())
 
 
 def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)) -> float:
@@ -122,20 +112,20 @@ class RWKUSuite(EvalSuite):
             answers = probe_answers(ev.model, ev.tokenizer, rows, ev.batch_size, ev.instruction, self.max_new_tokens,
                                     ev.context, ev.progress, desc=name, limit=ev.limit)
             recall = rouge_recall(answers, [r["answer"] for r in rows], self.scorer)
-            metrics[f"{name}/rougeL_recall"] = _mean(recall, ev)
-            metrics[f"{name}/refusal_rate"] = _mean([float(is_refusal(a)) for a in answers], ev)
+            metrics[f"{name}/rougeL_recall"] = rank_mean(recall, ev)
+            metrics[f"{name}/refusal_rate"] = rank_mean([float(is_refusal(a)) for a in answers], ev)
             if name.endswith(("level1", "level2")):
                 pooled[name.rsplit("_", 1)[0] + "_level12"] += recall
             if name.endswith("level3"):
                 for kind in sorted({r.get("type", "") for r in rows}):
                     scores = [s for r, s in zip(rows, recall) if r.get("type", "") == kind]
-                    metrics[f"{name}/{kind.replace(' ', '_') or 'untyped'}/rougeL_recall"] = _mean(scores, ev)
+                    metrics[f"{name}/{kind.replace(' ', '_') or 'untyped'}/rougeL_recall"] = rank_mean(scores, ev)
             kept = rows[: max(0, ev.keep_generations)]
             ev.keep(name, [probe_prompt(r, ev.tokenizer, ev.instruction) for r in kept], [r["answer"] for r in kept],
                     answers, recall=recall)
         for name, values in pooled.items():
             if values:
-                metrics[f"{name}/rougeL_recall"] = _mean(values, ev)
+                metrics[f"{name}/rougeL_recall"] = rank_mean(values, ev)
         if self.mia_forget:
             metrics.update(self._mia(ev))
         if self.utility:
@@ -172,7 +162,7 @@ class RWKUSuite(EvalSuite):
                 j, k, option = options[p]
                 scores[j, k] = v / max(1, len(option))
         correct = torch.tensor([int(src.rows[i]["answer"]) for i in rows])
-        return _mean((scores.argmax(-1) == correct).double().tolist(), ev)
+        return rank_mean((scores.argmax(-1) == correct).double().tolist(), ev)
 
     def _fluency(self, ev: Evaluator) -> float:
         src, rows = ev.records[self.fluency], ev.rows(self.fluency)
@@ -186,4 +176,4 @@ class RWKUSuite(EvalSuite):
         outputs = generate_texts(ev.model, ev.tokenizer, prompts, self.fluency_max_new_tokens, ev.batch_size,
                                  ev.context, desc=self.fluency, limit=ev.limit, option="fluency_max_new_tokens")
         ev.keep(self.fluency, prompts, [None] * len(prompts), outputs)
-        return _mean([ngram_entropy(o) for o in outputs], ev)
+        return rank_mean([ngram_entropy(o) for o in outputs], ev)

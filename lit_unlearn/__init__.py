@@ -15,8 +15,8 @@ from lit_unlearn.callbacks import (
     SuiteEvaluation,
     TradeOffCurves,
 )
-from lit_unlearn.datamodules import FictitiousPeople, ForgetRetainDataModule
-from lit_unlearn.evaluation import MUSESuite, RefusalSuite, RWKUSuite, TOFUSuite
+from lit_unlearn.datamodules import CodeLeak, DuskDocuments, FictitiousPeople, ForgetRetainDataModule
+from lit_unlearn.evaluation import BLURSuite, CodeLeakSuite, DUSKSuite, MUSESuite, RefusalSuite, RWKUSuite, TOFUSuite
 from lit_unlearn.methods import (
     CEU,
     ICU,
@@ -50,7 +50,8 @@ from lit_unlearn.rwku import RWKU
 __version__ = "0.1.0"
 
 __all__ = [
-    "AltPO", "CEU", "ConstrainedEntropic", "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly",
+    "AltPO", "BLURSuite", "CEU", "CodeLeak", "CodeLeakSuite", "ConstrainedEntropic", "DUSKSuite", "DuskDocuments",
+    "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly",
     "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GeneralReplay", "GradAscent", "GradDiff",
     "GradientProjection", "ICU", "IdkDPO", "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "ModHiFi", "NPO",
     "Objectives", "REGLU", "RMU", "RULE", "RWKU", "RWKUSuite", "RefusalSuite", "RelearningProbe", "RunSummary", "SRMU",

@@ -51,11 +51,12 @@ def config_method(path: Path) -> str | None:
     return class_path.rsplit(".", 1)[-1] if isinstance(class_path, str) else None
 
 
-CONFIG_DIRS = ("methods", "rwku", "own")  # the fictitious benchmark's recipes, the real model's (RWKU), your own data's
+# the fictitious benchmark, the real model (RWKU), your own data, DUSK documents, code leakage
+CONFIG_DIRS = ("methods", "rwku", "own", "dusk", "code")
 
 
 def method_configs(root: Path = CONFIG_ROOT) -> dict[str, list[Path]]:
-    """``{method: [configs]}`` over ``<root>/methods/*.yaml`` then ``<root>/rwku/*.yaml`` (every
+    """``{method: [configs]}`` over ``<root>/<folder>/*.yaml`` for each of ``CONFIG_DIRS`` in order (every
     method, possibly with none); ``configs/methods`` first, shortest name first within a folder."""
     out: dict[str, list[Path]] = {name: [] for name in methods()}
     for folder in CONFIG_DIRS:

@@ -234,24 +234,45 @@ def _fictitious_records(preset: str, model: str) -> list[dict[str, Any]]:
     return FictitiousBenchmark(preset).training_records("train" if model == "subject" else model)
 
 
-def _fictitious_eval(module, preset: str) -> dict[str, dict[str, float]]:
-    from lit_unlearn.datamodules.fictitious_people import FictitiousPeople
+def _fictitious_eval(module, preset: str, eval_sets: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+    from lit_unlearn.datamodules.fictitious_people import EVAL_SETS, FictitiousPeople
 
-    return {split: validate(module, FictitiousPeople(preset, split, max_eval_examples=None))
+    return {split: validate(module, FictitiousPeople(preset, split, eval_sets=eval_sets or EVAL_SETS,
+                                                     max_eval_examples=None))
             for split in ("forget01", "forget05", "forget10")}
 
 
 def _fictitious_summary(preset: str, metrics: dict[str, dict[str, float]]) -> str:
-    acc = {s: metrics["forget10"].get(f"{s}/fact_acc", float("nan")) for s in ("forget", "retain", "holdout")}
-    return (f"fact accuracy forget10 {acc['forget']:.3f}, retain {acc['retain']:.3f}, holdout {acc['holdout']:.3f} "
-            f"(chance {FictitiousBenchmark(preset).chance_level():.3f})")
+    sets = ("forget", "retain", "holdout", "combined_forget", "combined_retain")
+    acc = {s: metrics["forget10"][f"{s}/fact_acc"] for s in sets if f"{s}/fact_acc" in metrics["forget10"]}
+    return ("fact accuracy forget10 " + ", ".join(f"{s} {v:.3f}" for s, v in acc.items())
+            + f" (chance {FictitiousBenchmark(preset).chance_level():.3f})")
 
 
-FAMILIES[""] = Family(
-    specs=SPECS, models=lambda preset: ["subject", "retain99", "retain95", "retain90"],
-    directory=lambda preset: benchmark_dir(FictitiousBenchmark(preset)), records=_fictitious_records,
-    tokenizer=lambda preset: ensure_tokenizer(FictitiousBenchmark(preset)), evaluate=_fictitious_eval,
-    summary=_fictitious_summary, info=lambda preset: {"benchmark": asdict(FictitiousBenchmark(preset).config)})
+def fictitious_family(prefix: str = "", specs: dict[str, TrainSpec] = SPECS,
+                      eval_sets: tuple[str, ...] | None = None) -> Family:
+    """The built-in models of the fictitious-people benchmark presets ``<prefix><preset>`` for the
+    presets in ``specs`` (``prefix="blur-"``: ``blur-tiny``, ``blur-small``), evaluated on
+    ``eval_sets`` of each forget split (None: ``FictitiousPeople``'s defaults)."""
+    def full(preset: str) -> FictitiousBenchmark:
+        return FictitiousBenchmark(prefix + preset)
+
+    return Family(
+        specs=specs, models=lambda preset: ["subject", "retain99", "retain95", "retain90"],
+        directory=lambda preset: benchmark_dir(full(preset)),
+        records=lambda preset, model: _fictitious_records(prefix + preset, model),
+        tokenizer=lambda preset: ensure_tokenizer(full(preset)),
+        evaluate=lambda module, preset: _fictitious_eval(module, prefix + preset, eval_sets),
+        summary=lambda preset, metrics: _fictitious_summary(prefix + preset, metrics),
+        info=lambda preset: {"benchmark": asdict(full(preset).config)})
+
+
+FAMILIES[""] = fictitious_family()
+# builtin:blur-tiny/subject, builtin:blur-small/retain90, ...: tiny and small also trained on
+# combined queries of retain people (BenchmarkConfig.combined_training), with the same TrainSpecs
+FAMILIES["blur"] = fictitious_family(
+    "blur-", {p: SPECS[p] for p in ("tiny", "small")},
+    eval_sets=("forget", "retain", "holdout", "neighbor", "combined_forget", "combined_retain"))
 
 
 register_model_resolver(PREFIX, resolve, check=parse_name)

@@ -30,6 +30,15 @@ class RelearningProbe(Callback):
     with ``metric_start`` measured on the starting model before the first step. Logged as
     ``relearn/recovery`` (and the two accuracies), also in ``callback_metrics`` (sweep objectives).
 
+    Graded relearning (BLUR's relearn sets of varying difficulty): with ``relearn_sets``, each
+    probe fine-tunes once per named set, every time from the same unlearned weights (restored
+    exactly in between), and measures every set on the same rows: the forget rows left out of
+    ``forget``'s relearning half. Rows of a set whose ``id`` is one of those evaluated rows are
+    left out of its relearning (a paraphrase of the forget set relearns the ``forget`` half in
+    its other phrasing), so no evaluated fact is relearned in any phrasing. Logged as
+    ``relearn/<metric>_unlearned`` and, per set, ``relearn/<set>/<metric>_relearned`` and
+    ``relearn/<set>/recovery``.
+
     Args:
         every_n_steps: probe every n optimizer steps (None: only at the end).
         at_end: probe after the last step.
@@ -42,11 +51,15 @@ class RelearningProbe(Callback):
         batch_size: fine-tuning batch size.
         metric: forget metric to report (``fact_acc``, falling back to ``token_acc``).
         seed: seed of the split and of the fine-tuning order.
+        relearn_sets: graded relearning, in place of ``relearn_set``: names of sets to relearn on
+            one after the other, each ``forget`` (``relearn_fraction`` of it), ``retain``, one of
+            the datamodule's ``relearn_sets`` (e.g. :class:`FictitiousPeople`'s ``paraphrase``,
+            ``neighbor``, ``unrelated``) or an evaluation set.
     """
 
     def __init__(self, every_n_steps: int | None = None, at_end: bool = True, relearn_set: str = "forget",
                  relearn_fraction: float = 0.5, steps: int = 10, lr: float = 1e-4, batch_size: int = 8,
-                 metric: str = "fact_acc", seed: int = 0) -> None:
+                 metric: str = "fact_acc", seed: int = 0, relearn_sets: list[str] | None = None) -> None:
         checks.positive_int("RelearningProbe", "every_n_steps", every_n_steps, optional=True)
         if not 0 < relearn_fraction < 1:
             raise ValueError(f"RelearningProbe: `relearn_fraction` must be in (0, 1), got {relearn_fraction!r}")
@@ -55,6 +68,12 @@ class RelearningProbe(Callback):
         checks.positive("RelearningProbe", "lr", lr)
         if metric not in ("fact_acc", "token_acc", "prob"):
             raise ValueError(f"RelearningProbe: `metric` must be fact_acc, token_acc or prob, got {metric!r}")
+        if relearn_sets is not None and (isinstance(relearn_sets, str) or not relearn_sets or not all(
+                isinstance(r, str) and r and "/" not in r for r in relearn_sets) or len(set(relearn_sets)) < len(
+                relearn_sets)):
+            raise ValueError(f"RelearningProbe: `relearn_sets` must be a non-empty list of distinct set names without "
+                             f"'/', got {relearn_sets!r}")
+        self.relearn_sets = list(relearn_sets) if relearn_sets is not None else None
         self.every_n_steps, self.at_end, self.relearn_set = every_n_steps, at_end, relearn_set
         self.relearn_fraction, self.steps, self.lr, self.batch_size = relearn_fraction, steps, lr, batch_size
         self.metric, self.seed = metric, seed
@@ -68,16 +87,46 @@ class RelearningProbe(Callback):
         if forget is None:
             raise ValueError("RelearningProbe needs a ForgetRetainDataModule (with a forget set)")
         if self.relearn_set == "forget":
-            g = torch.Generator().manual_seed(self.seed)
-            order = torch.randperm(len(forget), generator=g).tolist()
-            cut = max(1, min(len(forget) - 1, round(self.relearn_fraction * len(forget))))
-            return Subset(forget, sorted(order[:cut])), Subset(forget, sorted(order[cut:]))
+            return self._forget_halves(forget)
         if self.relearn_set == "retain" and getattr(dm, "retain_set", None) is not None:
             return dm.retain_set, forget
         if self.relearn_set in getattr(dm, "eval_encoded", {}):
             return dm.eval_encoded[self.relearn_set], forget
         raise ValueError(f"RelearningProbe: unknown relearn_set {self.relearn_set!r}; use 'forget', 'retain' or one "
                          f"of the evaluation sets {sorted(getattr(dm, 'eval_encoded', {}))}")
+
+    def _forget_halves(self, forget):
+        """The seeded relearning share of the forget set and the rest (evaluated)."""
+        g = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(len(forget), generator=g).tolist()
+        cut = max(1, min(len(forget) - 1, round(self.relearn_fraction * len(forget))))
+        return Subset(forget, sorted(order[:cut])), Subset(forget, sorted(order[cut:]))
+
+    def _graded_split(self, trainer: Trainer):
+        """``({set name: relearning rows}, evaluated forget rows)`` for ``relearn_sets``."""
+        dm = trainer.datamodule
+        forget = getattr(dm, "forget_set", None)
+        if forget is None:
+            raise ValueError("RelearningProbe needs a ForgetRetainDataModule (with a forget set)")
+        half, held_out = self._forget_halves(forget)
+        held_ids = {forget.records.rows[i].get("id") for i in held_out.indices} - {None}
+        named = {**getattr(dm, "eval_encoded", {}), **getattr(dm, "relearn_encoded", {})}
+        if getattr(dm, "retain_set", None) is not None:
+            named.setdefault("retain", dm.retain_set)
+        sets = {}
+        for name in self.relearn_sets:
+            if name == "forget":
+                sets[name] = half
+                continue
+            if name not in named:
+                raise ValueError(f"RelearningProbe: unknown set {name!r} in `relearn_sets`; use 'forget' or one of "
+                                 f"{sorted(named)} (the datamodule's relearn_sets, evaluation sets and retain set)")
+            data = named[name]
+            keep = [i for i in range(len(data)) if data.records.rows[i].get("id") not in held_ids]
+            if not keep:
+                raise ValueError(f"RelearningProbe: every row of relearn set {name!r} is an evaluated forget row")
+            sets[name] = data if len(keep) == len(data) else Subset(data, keep)
+        return sets, held_out
 
     def _measure(self, trainer: Trainer, module: LightningModule, data) -> float:
         loader = trainer.datamodule.eval_dataloader(data, shard=False)  # every rank measures the same rows
@@ -86,7 +135,10 @@ class RelearningProbe(Callback):
 
     # ---------------------------------------------------------------- hooks
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._relearn, self._eval = self._split(trainer)
+        if self.relearn_sets is None:
+            self._relearn, self._eval = self._split(trainer)
+        else:
+            self._graded, self._eval = self._graded_split(trainer)
         if self.start_value is None and trainer.global_step == 0:
             self.start_value = self._measure(trainer, pl_module, self._eval)
 
@@ -99,7 +151,13 @@ class RelearningProbe(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.at_end and self._last_step() != trainer.global_step:
             self.probe(trainer, pl_module)
-        if self.history and trainer.is_global_zero:
+        if self.history and trainer.is_global_zero and self.relearn_sets is not None:
+            h = self.history[-1]
+            rank_zero_info(f"Relearning probe after step {h['step']}: forget {self.metric} {h['unlearned']:.3f} "
+                           f"(start model {self.start_value:.3f}); after {self.steps} steps on each set: " + ", ".join(
+                               f"{n} {h[f'{n}/relearned']:.3f} (recovery {h[f'{n}/recovery']:.3f})"
+                               for n in self.relearn_sets))
+        elif self.history and trainer.is_global_zero:
             h = self.history[-1]
             rank_zero_info(f"Relearning probe after step {h['step']}: forget {self.metric} {h['unlearned']:.3f} -> "
                            f"{h['relearned']:.3f} after {self.steps} steps on {self.relearn_set} "
@@ -121,8 +179,14 @@ class RelearningProbe(Callback):
         no_sync = getattr(trainer.strategy.model, "no_sync", contextlib.nullcontext)
         with isolated_rng(), torch.enable_grad(), no_sync():
             unlearned = self._measure(trainer, pl_module, self._eval)
-            self._relearn_steps(trainer, pl_module, params)
-            relearned = self._measure(trainer, pl_module, self._eval)
+            relearned = {}
+            for name, data in (self._graded.items() if self.relearn_sets is not None else [(None, self._relearn)]):
+                with isolated_rng():  # every set starts from the same RNG state
+                    self._relearn_steps(trainer, pl_module, params, data)
+                    relearned[name] = self._measure(trainer, pl_module, self._eval)
+                with torch.no_grad():  # the next set relearns from the unlearned weights
+                    for p, w in zip(params, weights):
+                        p.copy_(w)
         with torch.no_grad():
             for p, w, g in zip(params, weights, grads):
                 p.copy_(w)
@@ -130,23 +194,36 @@ class RelearningProbe(Callback):
         if optimizer is not None:
             optimizer.load_state_dict(opt_state)
         pl_module.model.train(was_training)
-        denom = (self.start_value if self.start_value is not None else float("nan")) - unlearned
-        recovery = (relearned - unlearned) / denom if denom else float("nan")
-        result = {"step": trainer.global_step, "unlearned": unlearned, "relearned": relearned, "recovery": recovery}
+        start = self.start_value if self.start_value is not None else float("nan")
+        result: dict[str, float] = {"step": trainer.global_step, "unlearned": unlearned}
+        if self.relearn_sets is None:
+            result.update(relearned=relearned[None], recovery=self._recovery(relearned[None], unlearned, start))
+            logged = {f"relearn/{self.metric}_unlearned": unlearned, f"relearn/{self.metric}_relearned":
+                      relearned[None], "relearn/recovery": result["recovery"]}
+        else:
+            logged = {f"relearn/{self.metric}_unlearned": unlearned}
+            for name, value in relearned.items():
+                result[f"{name}/relearned"] = value
+                result[f"{name}/recovery"] = self._recovery(value, unlearned, start)
+                logged[f"relearn/{name}/{self.metric}_relearned"] = value
+                logged[f"relearn/{name}/recovery"] = result[f"{name}/recovery"]
         self.history.append(result)
-        logged = {f"relearn/{self.metric}_unlearned": unlearned, f"relearn/{self.metric}_relearned": relearned,
-                  "relearn/recovery": recovery}
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})  # monitor / sweep
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(logged, step=trainer.global_step)
         return result
 
-    def _relearn_steps(self, trainer: Trainer, pl_module: LightningModule, params) -> None:
+    @staticmethod
+    def _recovery(relearned: float, unlearned: float, start: float) -> float:
+        denom = start - unlearned
+        return (relearned - unlearned) / denom if denom else float("nan")
+
+    def _relearn_steps(self, trainer: Trainer, pl_module: LightningModule, params, data=None) -> None:
         dm = trainer.datamodule
         g = torch.Generator().manual_seed(self.seed)
-        loader = DataLoader(self._relearn, batch_size=self.batch_size, shuffle=True, generator=g,
-                            collate_fn=functools.partial(collate, pad_id=dm.pad_id))
+        loader = DataLoader(self._relearn if data is None else data, batch_size=self.batch_size, shuffle=True,
+                            generator=g, collate_fn=functools.partial(collate, pad_id=dm.pad_id))
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
         pl_module.model.train()
         done = 0

@@ -16,6 +16,14 @@ on. ``neighborNN`` are retain people planted to overlap with the forget people o
 ``forgetNN``: they share three attribute values with a forget person, who is also their
 mentor (so a retain fact names the forget person). Holdout people get such neighbors
 too, so forget and holdout names are equally familiar to a model trained on retain data.
+
+For BLUR-style evaluation, ``combined_records`` asks a forget fact and a retain fact in one
+question, and ``unrelated_records`` gives the retain facts furthest from the forget people
+(a relearning set of the lowest difficulty); neither changes the records above. A model
+trained on single questions only composes such queries poorly, so the ``blur-*`` presets set
+``combined_training``: ``training_records`` then also holds combined queries of two
+``retain90`` people (never forget people of any split), in the same format, so that forget
+facts are only ever trained singly and meet combined queries at evaluation only.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -107,6 +115,10 @@ class BenchmarkConfig:
         neighbors_per_person: retain people planted next to each forget10 person.
         pool_size: values per attribute pool (chance level is about 1 / pool_size).
         seed: generator seed.
+        combined_training: combined queries (two facts of two people asked together, as in
+            :meth:`FictitiousBenchmark.combined_records`) per ``retain90`` person added to
+            :meth:`FictitiousBenchmark.training_records`, each in both phrasings; 0: none. Left
+            out of :meth:`key` when 0, so the caches of configs without it stay valid.
     """
 
     num_people: int = 200
@@ -115,12 +127,14 @@ class BenchmarkConfig:
     neighbors_per_person: int = 1
     pool_size: int = 20
     seed: int = 0
+    combined_training: int = 0
 
     def __post_init__(self) -> None:
         checks = {"num_people": (self.num_people, 10), "num_holdout": (self.num_holdout, 1),
                   "num_perturbed": (self.num_perturbed, 1),
                   "neighbors_per_person": (self.neighbors_per_person, 0),
-                  "pool_size": (self.pool_size, self.num_perturbed + 1)}
+                  "pool_size": (self.pool_size, self.num_perturbed + 1),
+                  "combined_training": (self.combined_training, 0)}
         for name, (value, low) in checks.items():
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"BenchmarkConfig.{name} must be an integer >= {low}, got {value!r}")
@@ -135,7 +149,10 @@ class BenchmarkConfig:
 
     def key(self) -> str:
         """Hash of the settings and the generator version: any change gives new caches."""
-        blob = json.dumps({**asdict(self), "generator_version": GENERATOR_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        if not self.combined_training:  # added later: configs without it keep their key
+            del fields["combined_training"]
+        blob = json.dumps({**fields, "generator_version": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -147,6 +164,12 @@ PRESETS: dict[str, BenchmarkConfig] = {
     # The full benchmark.
     "default": BenchmarkConfig(num_people=200, num_holdout=20, num_perturbed=5, neighbors_per_person=2),
 }
+# BLUR-style evaluation: tiny and small whose models are also trained on combined queries of
+# retain90 people (COMBINED_TRAINING per person, both phrasings), so that they answer both parts
+# of a combined forget/retain query.
+COMBINED_TRAINING = 4
+PRESETS["blur-tiny"] = replace(PRESETS["tiny"], combined_training=COMBINED_TRAINING)
+PRESETS["blur-small"] = replace(PRESETS["small"], combined_training=COMBINED_TRAINING)
 
 
 def resolve_preset(preset: str | BenchmarkConfig) -> BenchmarkConfig:
@@ -278,12 +301,105 @@ class FictitiousBenchmark:
                 out += [{**self._record(person, i), "neighbor_of": related} for i in range(len(ATTRIBUTES))]
         return out
 
+    def unrelated_records(self, split: str) -> list[dict[str, Any]]:
+        """Retain facts of people as far from the forget people of ``split`` as the data allows.
+
+        Candidates are retain people who are no planted neighbor of a forget person and not linked
+        to one by the mentor relation, ranked by how many attribute values they share with any
+        forget person (then by id); the first as many people as ``split`` has planted neighbors
+        are taken. Facts whose value is a forget person's value of that attribute are left out, so
+        no row states a forget answer. Small presets have people sharing no value at all; on the
+        default preset's forget10 nobody shares none, hence the ranking. ``shared_values`` says
+        how many values the person shares.
+        """
+        pct = int(split.removeprefix("forget"))
+        forget = [self.people[i] for i in self.person_ids(split)]
+        forget_ids, names = {f["id"] for f in forget}, {f["name"] for f in forget}
+        taken = {a: {f["facts"][a] for f in forget} for a in ATTRIBUTE_NAMES}
+        ranked = []
+        for pid in self.person_ids(f"retain{100 - pct:02d}"):
+            person = self.people[pid]
+            if (person["neighbor_of"] in forget_ids or person["facts"]["mentor"] in names
+                    or any(f["facts"]["mentor"] == person["name"] for f in forget)):
+                continue
+            ranked.append((sum(person["facts"][a] in taken[a] for a in ATTRIBUTE_NAMES), pid))
+        count = len(self.person_ids(f"neighbor{pct:02d}")) or 1
+        out = []
+        for shared, pid in sorted(ranked)[:count]:
+            person = self.people[pid]
+            out += [{**self._record(person, i), "shared_values": shared} for i, a in enumerate(ATTRIBUTE_NAMES)
+                    if person["facts"][a] not in taken[a]]
+        return out
+
+    def combined_records(self, split: str, seed: int = 0, neighbor_share: float = 0.5) -> list[dict[str, Any]]:
+        """BLUR's combined queries: every forget fact of ``split`` asked together with one retain fact.
+
+        Each forget fact is paired with a fact (of another attribute) of a retain person: for
+        ``round(neighbor_share * 10)`` of each forget person's facts, one of that person's planted
+        neighbors (who shares three values with them and names them as mentor); otherwise any
+        other retain person. The two questions are joined ("Where was A born, and which
+        instrument does B play?") and so are the two answers, in random order. One record per
+        query, with the character span of each part's value in ``answer``: ``forget_span`` and
+        ``retain_span`` (score one part with the set's ``fields``: ``{"fact_span": "forget_span"}``),
+        the values, the two source record ids, ``pair`` (``"neighbor"`` or ``"retain"``) and
+        ``forget_first``. Deterministic in ``(split, seed)``.
+        """
+        if not 0 <= neighbor_share <= 1:
+            raise ValueError(f"combined_records: `neighbor_share` must be in [0, 1], got {neighbor_share!r}")
+        pct = int(split.removeprefix("forget")) if split.startswith("forget") else None
+        forget_ids = self.person_ids(split)  # raises on an unknown split
+        if pct is None:
+            raise ValueError(f"combined_records: `split` must be a forget split (forget01, forget05, forget10), "
+                             f"got {split!r}")
+        retain_ids = self.person_ids(f"retain{100 - pct:02d}")
+        rng = random.Random(f"{self.config.seed}-combined-{split}-{seed}")
+        n_attr = len(ATTRIBUTES)
+        out = []
+        for fid in forget_ids:
+            neighbors = [p for p in retain_ids if self.people[p]["neighbor_of"] == fid]
+            others = [p for p in retain_ids if self.people[p]["neighbor_of"] != fid]
+            with_neighbor = set(rng.sample(range(n_attr), round(neighbor_share * n_attr))) if neighbors else set()
+            for i in range(n_attr):
+                pid = rng.choice(neighbors if i in with_neighbor else others)
+                j = rng.choice([k for k in range(n_attr) if k != i])
+                forget, retain = self._record(self.people[fid], i), self._record(self.people[pid], j)
+                out.append(_combine(forget, retain, rng.random() < 0.5, "neighbor" if i in with_neighbor else "retain"))
+        return out
+
+    @cached_property
+    def _combined_training(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """The config's ``combined_training`` pairs per ``retain90`` person: (asked first, asked second),
+        two facts of different attributes of that person and another ``retain90`` person, in random
+        order. Seeded by the config alone, so every split that holds both people trains the same pairs."""
+        ids = self.person_ids("retain90")
+        rng = random.Random(f"{self.config.seed}-combined-training")
+        n_attr = len(ATTRIBUTES)
+        pairs = []
+        for pid in ids:
+            for _ in range(self.config.combined_training):
+                other = rng.choice([q for q in ids if q != pid])
+                i = rng.randrange(n_attr)
+                j = rng.choice([k for k in range(n_attr) if k != i])
+                a, b = self._record(self.people[pid], i), self._record(self.people[other], j)
+                pairs.append((a, b) if rng.random() < 0.5 else (b, a))
+        return pairs
+
     def training_records(self, split: str) -> list[dict[str, str]]:
-        """Both phrasings of every fact of a split, as plain QA records for fine-tuning."""
+        """Both phrasings of every fact of a split, as plain QA records for fine-tuning; with the
+        config's ``combined_training``, also both phrasings of the combined queries whose two people
+        are in the split (``retain90`` people only: every split that holds them trains the same)."""
         out = []
         for r in self.records(split):
             out.append({"question": r["question"], "answer": r["answer"], "id": r["id"]})
             out.append({"question": r["question"], "answer": r["paraphrased_answer"], "id": r["id"] + "-para"})
+        people = set(self.person_ids(split))
+        for first, second in self._combined_training:
+            if first["entity_id"] in people and second["entity_id"] in people:
+                question, answer, _, _ = _join(first, second)
+                para = _join(first, second, PARAPHRASE)[1]
+                rid = f"{first['id']}+{second['id']}"
+                out.append({"question": question, "answer": answer, "id": rid})
+                out.append({"question": question, "answer": para, "id": rid + "-para"})
         return out
 
     def _record(self, person: dict[str, Any], attr_index: int) -> dict[str, Any]:
@@ -320,6 +436,9 @@ class FictitiousBenchmark:
                 r = self._record(self.people[pid], i)
                 texts += [PROMPT_TEMPLATE.format(question=r["question"]), r["answer"], r["paraphrased_answer"]]
                 texts += r["perturbed_answer"]
+        for first, second in self._combined_training:  # empty without combined_training
+            question, answer, _, _ = _join(first, second)
+            texts += [PROMPT_TEMPLATE.format(question=question), answer, _join(first, second, PARAPHRASE)[1]]
         return texts
 
 
@@ -327,6 +446,42 @@ def _fill(template: str, name: str, value: str) -> tuple[str, tuple[int, int]]:
     before, after = template.split("{v}")
     before = before.format(name=name)
     return before + value + after.format(name=name), (len(before), len(before) + len(value))
+
+
+PARAPHRASE = ("paraphrased_answer", "paraphrased_fact_span")
+
+
+def _join(first: dict[str, Any], second: dict[str, Any], fields: tuple[str, str] = ("answer", "fact_span"),
+          ) -> tuple[str, str, list[int], list[int]]:
+    """Two records asked together: the joined question ("Where was A born, and which instrument
+    does B play?"), the joined answer (the ``fields`` answer of each, e.g. :data:`PARAPHRASE`), and
+    each record's fact span in that answer."""
+    answer_key, span_key = fields
+    q2 = second["question"]
+    question = f"{first['question'].rstrip('?')}, and {q2[:1].lower()}{q2[1:]}"
+    answer = f"{first[answer_key]} {second[answer_key]}"
+    offset = len(first[answer_key]) + 1
+    return question, answer, list(first[span_key]), [s + offset for s in second[span_key]]
+
+
+def _combine(forget: dict[str, Any], retain: dict[str, Any], forget_first: bool, pair: str) -> dict[str, Any]:
+    first, second = (forget, retain) if forget_first else (retain, forget)
+    question, answer, first_span, second_span = _join(first, second)
+    spans = {id(first): first_span, id(second): second_span}
+    return {
+        "id": f"{forget['id']}+{retain['id']}",
+        "entity": forget["entity"],
+        "question": question,
+        "answer": answer,
+        "forget_span": spans[id(forget)],
+        "retain_span": spans[id(retain)],
+        "forget_value": forget["value"],
+        "retain_value": retain["value"],
+        "forget_id": forget["id"],
+        "retain_id": retain["id"],
+        "pair": pair,
+        "forget_first": forget_first,
+    }
 
 
 def train_tokenizer(benchmark: FictitiousBenchmark, vocab_size: int = 2048):

@@ -17,10 +17,22 @@ class FictitiousPeople(ForgetRetainDataModule):
     retain) and ``builtin:<preset>/retainNN`` (the gold retain model of ``forget{100-NN}``).
 
     Args:
-        preset: ``"tiny"`` (tests), ``"small"`` (quickstart) or ``"default"`` (200 people).
+        preset: ``"tiny"`` (tests), ``"small"`` (quickstart) or ``"default"`` (200 people);
+            ``"blur-tiny"`` / ``"blur-small"``: tiny / small whose built-in models are also trained
+            on combined queries of retain people, so that they answer combined queries (BLUR).
         split: ``"forget01"``, ``"forget05"`` or ``"forget10"``.
         eval_sets: any of ``forget``, ``retain``, ``holdout``, ``neighbor``, ``paraphrase``
-            (the forget facts in their second phrasing).
+            (the forget facts in their second phrasing), and BLUR's combined queries (one forget
+            and one retain fact asked together; see :meth:`FictitiousBenchmark.combined_records`)
+            scored on one part each: ``combined_forget`` (fact span = the forget value) and
+            ``combined_retain`` (the retain value). Both hold the same queries in the same order.
+        relearn_sets: graded relearning sets for :class:`~lit_unlearn.callbacks.RelearningProbe`
+            (encoded, never evaluated), any of ``paraphrase`` (the forget facts in their second
+            phrasing; the probe keeps only the rows it does not evaluate), ``neighbor`` (the
+            planted neighbors' retain facts) and ``unrelated`` (retain facts of people sharing
+            the fewest values with the forget people; see
+            :meth:`FictitiousBenchmark.unrelated_records`). The forget set itself is the
+            probe's ``forget``.
         max_eval_examples: seeded subset size per evaluation set (TOFU evaluates 400 retain rows).
         sampling: as :class:`ForgetRetainDataModule`; with ``"modular"`` the neighbor sets
             default to ``direct`` (the planted neighbors of each forget person) and
@@ -36,6 +48,7 @@ class FictitiousPeople(ForgetRetainDataModule):
         max_eval_examples: int | None = 400,
         max_length: int = 64,
         eval_batch_size: int = 64,
+        relearn_sets: list[str] | tuple[str, ...] | None = None,
         **kwargs: Any,
     ) -> None:
         self.benchmark = FictitiousBenchmark(preset)
@@ -48,9 +61,22 @@ class FictitiousPeople(ForgetRetainDataModule):
                    "neighbor": self.benchmark.records(f"neighbor{self.percent:02d}"),
                    "paraphrase": {"records": forget, "fields": {"answer": "paraphrased_answer",
                                                                 "fact_span": "paraphrased_fact_span"}}}
+        combined = self.benchmark.combined_records(split)
+        sources["combined_forget"] = {"records": combined, "fields": {"fact_span": "forget_span"}}
+        sources["combined_retain"] = {"records": combined, "fields": {"fact_span": "retain_span"}}
         unknown = [s for s in eval_sets if s not in sources]
         if unknown:
             raise ValueError(f"FictitiousPeople: unknown eval set(s) {unknown}; choose from {list(sources)}")
+        relearn = {"paraphrase": sources["paraphrase"], "neighbor": sources["neighbor"],
+                   "unrelated": self.benchmark.unrelated_records(split)}
+        if relearn_sets is not None:
+            if isinstance(relearn_sets, str) or not all(isinstance(r, str) for r in relearn_sets):
+                raise TypeError(f"FictitiousPeople: `relearn_sets` must be a list of set names, got {relearn_sets!r}")
+            unknown = [r for r in relearn_sets if r not in relearn]
+            if unknown:
+                raise ValueError(f"FictitiousPeople: unknown relearn set(s) {unknown} in `relearn_sets`; choose from "
+                                 f"{list(relearn)} (the forget set is the probe's own 'forget')")
+            kwargs["relearn_sets"] = {r: relearn[r] for r in relearn_sets}
         if kwargs.get("sampling") == "modular" and kwargs.get("neighbor_sets") is None:
             # MELU: each forget person's planted neighbors, and people sharing two or more attributes
             kwargs["neighbor_sets"] = {"direct": self.benchmark.records(f"neighbor{self.percent:02d}"),

@@ -64,6 +64,8 @@ class ForgetRetainDataModule(LightningDataModule):
         seed: seed of the evaluation subsets and, plus the ``seed_everything`` seed, of the training
             order: runs with other ``--seed_everything`` values see the data in another order and
             are evaluated on the same rows.
+        relearn_sets: named sets that callbacks fine-tune on (``RelearningProbe``'s graded
+            relearning sets): tokenised in ``setup`` into ``relearn_encoded``, never evaluated.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class ForgetRetainDataModule(LightningDataModule):
         max_eval_examples: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        relearn_sets: dict[str, Source] | None = None,
     ) -> None:
         super().__init__()
         sizes = (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length))
@@ -119,6 +122,7 @@ class ForgetRetainDataModule(LightningDataModule):
         forget, retain = self._in_dir(forget), self._in_dir(retain)
         eval_sets, test_sets = self._in_dir(eval_sets, named=True), self._in_dir(test_sets, named=True)
         neighbor_sets, suite_sets = self._in_dir(neighbor_sets, named=True), self._in_dir(suite_sets, named=True)
+        relearn_sets = self._in_dir(relearn_sets, named=True)
 
         # Read everything now so that bad input fails before any work starts.
         self.forget_records = self._load(forget, "forget")
@@ -140,6 +144,7 @@ class ForgetRetainDataModule(LightningDataModule):
         self.neighbor_fraction = neighbor_fraction
         self.neighbor_records = self._load_named(neighbor_sets, "neighbor_sets") if neighbor_sets else {}
         self.suite_records = self._load_named(suite_sets, "suite_sets") if suite_sets else {}
+        self.relearn_records = self._load_named(relearn_sets, "relearn_sets") if relearn_sets else {}
         self._check_fields()
         self._check_train_answers()
         self._warn_overlap()
@@ -148,6 +153,7 @@ class ForgetRetainDataModule(LightningDataModule):
         self.forget_set: EncodedSet | None = None
         self.retain_set: EncodedSet | None = None
         self.neighbor_encoded: dict[str, EncodedSet] = {}
+        self.relearn_encoded: dict[str, EncodedSet] = {}
         self.eval_encoded: dict[str, EncodedSet] = {}
         self.test_encoded: dict[str, EncodedSet] = {}
         self.tokenizer = None
@@ -224,6 +230,7 @@ class ForgetRetainDataModule(LightningDataModule):
         named += [(f"eval_sets.{n}", r) for n, r in self.eval_records.items()]
         named += [(f"test_sets.{n}", r) for n, r in self.test_records.items()]
         named += [(f"neighbor_sets.{n}", r) for n, r in self.neighbor_records.items()]
+        named += [(f"relearn_sets.{n}", r) for n, r in self.relearn_records.items()]
         for role, recs in named:
             if recs is not None:
                 check_fields(recs, role, self.fields_for(recs, role))
@@ -303,6 +310,7 @@ class ForgetRetainDataModule(LightningDataModule):
             if self.retain_records is not None:
                 self.retain_set = train(self.retain_records, "retain")
             self.neighbor_encoded = {n: encoded(r, f"neighbor_sets.{n}") for n, r in self.neighbor_records.items()}
+            self.relearn_encoded = {n: encoded(r, f"relearn_sets.{n}") for n, r in self.relearn_records.items()}
             self.eval_encoded = {n: self._subset(encoded(r, n)) for n, r in self.eval_records.items()}
             self.test_encoded = {n: self._subset(encoded(r, n)) for n, r in self.test_records.items()}
 

@@ -20,13 +20,24 @@ from lit_unlearn.evaluation.probability import (
 from lit_unlearn.evaluation.reference import GoldReference
 from lit_unlearn.evaluation.refusal import is_refusal, load_prompts, refusal_rate
 from lit_unlearn.evaluation.rouge import RougeL, greedy_generate, rouge_l
-from lit_unlearn.evaluation.suites import EvalSuite, MUSESuite, RefusalSuite, RWKUSuite, SuiteResult, TOFUSuite
+from lit_unlearn.evaluation.suites import (
+    BLURSuite,
+    CodeLeakSuite,
+    DUSKSuite,
+    EvalSuite,
+    MUSESuite,
+    RefusalSuite,
+    RWKUSuite,
+    SuiteResult,
+    TOFUSuite,
+)
 from lit_unlearn.evaluation.teacher_forced import TeacherForcedMetrics, teacher_forced_stats
 from lit_unlearn.evaluation.truth_ratio import TruthRatio, truth_ratio, truth_ratio_score
 from lit_unlearn.evaluation.utility import harmonic_mean
 
 __all__ = [
-    "AnswerProbability", "EvalSuite", "Evaluator", "ExactMemorization", "ExtractionStrength", "ForgetQuality",
+    "AnswerProbability", "BLURSuite", "CodeLeakSuite", "DUSKSuite",
+    "EvalSuite", "Evaluator", "ExactMemorization", "ExtractionStrength", "ForgetQuality",
     "GoldReference", "MUSESuite", "MembershipInference", "OptionProbability", "RWKUSuite", "RefusalSuite", "RougeL",
     "SuiteResult", "TOFUSuite",
     "TeacherForcedMetrics", "TruthRatio", "answer_probability", "auc", "diagnostics", "exact_memorization",

@@ -270,11 +270,13 @@ class UnlearningModule(EvaluationHooks):
             check_suite_sets(self.suite, dm.records_for("test"), "test_sets")
 
     def _check_gold_data(self, dm) -> None:
-        """``compare_with`` of the embedded benchmark (a method config's default) is no gold model of other data."""
+        """``compare_with`` of the embedded benchmark (a method config's default) is no gold model of other data
+        (sibling benchmarks name theirs as ``dm.gold_model``)."""
         from lit_unlearn.datamodules.fictitious_people import FictitiousPeople
 
         gold = self.compare_with or ""
-        if gold.startswith("builtin:") and "/retain" in gold and not isinstance(dm, FictitiousPeople):
+        if (gold.startswith("builtin:") and "/retain" in gold and not isinstance(dm, FictitiousPeople)
+                and gold != getattr(dm, "gold_model", None)):
             raise ValueError(f"{type(self).__name__}: `compare_with` is {gold!r}, the embedded benchmark's gold retain "
                              f"model, but the data is {type(dm).__name__}, not FictitiousPeople; set "
                              "--model.init_args.compare_with to the model trained on your retain set, or null")

@@ -1,3 +1,6 @@
+import io
+import json
+
 import pytest
 import torch
 
@@ -67,3 +70,98 @@ def test_bad_arguments():
         RelearningProbe(relearn_fraction=1.0)
     with pytest.raises(ValueError, match="`steps` must be a positive integer"):
         RelearningProbe(steps=0)
+
+
+# ------------------------------------------------------------------ graded relearning (BLUR)
+
+GRADED = ["forget", "paraphrase", "neighbor", "unrelated"]
+
+
+def graded_fit(tiny_subject, probe):
+    """5 GradAscent steps at 3e-3 on the tiny preset with BLUR's relearn sets; returns trainer and module."""
+    data = tiny_data(eval_sets=["forget", "retain"], relearn_sets=["paraphrase", "neighbor", "unrelated"])
+    module = GradAscent(model=tiny_subject, optimizer=adamw(3e-3), evaluate_at_start=False)
+    trainer, _ = fit(module, data, steps=5, callbacks=[probe], limit_val_batches=0)
+    return trainer, module
+
+
+def test_graded_probe_relearns_each_set_from_the_same_weights_and_restores_exactly(tiny_subject):
+    # Calibrated on CPU: 5 GradAscent steps leave 0 of the 10 held-out forget facts; 10 steps at 3e-3 on the
+    # forget half (either phrasing) bring 9 back, on the planted neighbors' facts 2, on unrelated people's 4.
+    probe = RelearningProbe(relearn_sets=GRADED, at_end=False, steps=10, lr=3e-3)
+    trainer, module = graded_fit(tiny_subject, probe)
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    opt = trainer.optimizers[0]
+    opt_before = {k: v.clone() for k, v in opt.state[next(iter(opt.state))].items() if torch.is_tensor(v)}
+    rng = torch.get_rng_state()
+    relearn, starts, moved = probe._relearn_steps, [], []
+
+    def relearn_and_look(*args):  # each set starts from the unlearned weights and really trains
+        starts.append(all(torch.equal(v, before[k]) for k, v in module.model.state_dict().items()))
+        relearn(*args)
+        moved.append(any(not torch.equal(v, before[k]) for k, v in module.model.state_dict().items()))
+
+    probe._relearn_steps = relearn_and_look
+    result = probe.probe(trainer, module)
+    assert starts == [True] * 4 and moved == [True] * 4
+    for k, v in module.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in opt.state[next(iter(opt.state))].items():
+        if torch.is_tensor(v):
+            assert torch.equal(v, opt_before[k]), k
+    assert torch.equal(torch.get_rng_state(), rng)
+    # one recovery per set, all measured on the same held-out forget rows
+    logged = trainer.callback_metrics
+    assert float(logged["relearn/fact_acc_unlearned"]) == pytest.approx(result["unlearned"])
+    for name in GRADED:
+        assert float(logged[f"relearn/{name}/recovery"]) == pytest.approx(result[f"{name}/recovery"])
+        assert float(logged[f"relearn/{name}/fact_acc_relearned"]) == pytest.approx(result[f"{name}/relearned"])
+        assert result[f"{name}/recovery"] == pytest.approx(
+            (result[f"{name}/relearned"] - result["unlearned"]) / (probe.start_value - result["unlearned"]))
+    assert "relearn/recovery" not in logged  # the single-set name is not logged in graded mode
+    assert probe.start_value >= 0.9 and result["unlearned"] <= 0.1
+    # relearning the forget half, in either phrasing, brings back more than other people's facts
+    assert min(result["forget/recovery"], result["paraphrase/recovery"]) >= 0.6
+    assert max(result["neighbor/recovery"], result["unrelated/recovery"]) <= 0.5
+
+
+def test_graded_sets_never_relearn_an_evaluated_fact(tiny_subject):
+    probe = RelearningProbe(relearn_sets=GRADED, at_end=False, steps=1)
+    trainer, _ = graded_fit(tiny_subject, probe)
+    forget = trainer.datamodule.forget_set
+    evaluated = {forget.records.rows[i]["id"] for i in probe._eval.indices}
+    half = {forget.records.rows[i]["id"] for i in probe._graded["forget"].indices}
+    assert len(evaluated) == len(half) == 10 and not evaluated & half
+    para = probe._graded["paraphrase"]  # the forget half in its second phrasing
+    assert {para.dataset.records.rows[i]["id"] for i in para.indices} == half
+    tok = trainer.datamodule.tokenizer
+    for i in para.indices:
+        _, labels, _, _ = para.dataset[i]
+        learned = tok.decode(labels[labels != -100], skip_special_tokens=True).strip()
+        assert learned == para.dataset.records.rows[i]["paraphrased_answer"]
+    assert len(probe._graded["neighbor"]) == 20 and len(probe._graded["unrelated"]) == 20
+
+
+def test_graded_state_dict_round_trips(tiny_subject):
+    probe = RelearningProbe(relearn_sets=["forget", "unrelated"], every_n_steps=2, at_end=False, steps=2, lr=3e-3)
+    graded_fit(tiny_subject, probe)
+    assert [h["step"] for h in probe.history] == [2, 4]
+    assert set(probe.history[0]) == {"step", "unlearned", "forget/relearned", "forget/recovery",
+                                     "unrelated/relearned", "unrelated/recovery"}
+    buffer = io.BytesIO()
+    torch.save(probe.state_dict(), buffer)
+    buffer.seek(0)
+    restored = RelearningProbe(relearn_sets=["forget", "unrelated"])
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert json.dumps(restored.state_dict()) == json.dumps(probe.state_dict())  # NaN recovery at step 2 compares
+    assert restored._last_step() == 4
+
+
+def test_graded_bad_arguments(tiny_subject):
+    for bad in ("forget", [], ["forget", "forget"], ["a/b"]):
+        with pytest.raises(ValueError, match="`relearn_sets` must be a non-empty list of distinct set names"):
+            RelearningProbe(relearn_sets=bad)
+    probe = RelearningProbe(relearn_sets=["forget", "nope"], steps=1)
+    module = GradAscent(model=tiny_subject, optimizer=adamw(1e-3), evaluate_at_start=False)
+    with pytest.raises(ValueError, match="unknown set 'nope' in `relearn_sets`"):
+        fit(module, tiny_data(eval_sets=["forget"]), steps=1, callbacks=[probe], limit_val_batches=0)

@@ -1,0 +1,67 @@
+"""Code leakage (LLMs4Code): each config of ``configs/code/`` on the code domain, scored by CodeLeakSuite.
+
+For every config, one ``lit-unlearn fit`` (in this process, through the CLI parser) from
+``builtin:code-<preset>/subject``, with CodeLeakSuite before (once: the start model is the same
+for every config) and after (``SuiteEvaluation``). The Markdown table shows, start -> end, the
+direct leak rate of the forget secrets (exact secret from its own file's context), the direct
+variant rate (a variant instead of the exact secret), the indirect leak rate (secret or variant
+under another file type, a README sentence, or the secret's line with its first characters),
+per prompt kind, the retain secrets' direct leak rate (must stay), code utility (next-line exact
+match on held-out clean code), and the wall time. The gold model (``builtin:code-<preset>/retain``,
+never trained on the forget files) is scored once, as the row to reach. Full results go to ``--out``.
+
+    python benchmarks/code_leak_table.py [--configs ga npo] [--preset tiny --steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+from suite_table import gold_metrics, run, table  # the script's folder is on sys.path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ["ga", "graddiff_nll", "graddiff_kl", "npo", "rmu"]
+F, R, U = "forget_secrets", "retain_secrets", "holdout_code"
+COLUMNS = [("direct", f"{F}/direct_leak"), ("variant", f"{F}/direct_variant"), ("indirect", f"{F}/indirect_leak"),
+           ("ind. file", f"{F}/indirect_leak_file"), ("ind. NL", f"{F}/indirect_leak_nl"),
+           ("ind. prefix", f"{F}/indirect_leak_prefix"), ("retain direct", f"{R}/direct_leak"),
+           ("retain indirect", f"{R}/indirect_leak"), ("code utility", f"{U}/line_em")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=DEFAULT, help="names in configs/code/ or .yaml paths")
+    parser.add_argument("--preset", default=None, choices=["tiny", "small"],
+                        help="data preset (default the configs': small); tiny layers configs/data/code_leak_tiny.yaml")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of every config (default: its own)")
+    parser.add_argument("--out", default="code_leak_table.json")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    configs = [Path(c) if c.endswith(".yaml") else ROOT / "configs" / "code" / f"{c}.yaml" for c in args.configs]
+    rows, gold = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in configs:
+            print(f"== {config.stem}", flush=True)
+            data = ["--config", str(ROOT / "configs" / "data" / f"code_leak_{args.preset}.yaml")] if args.preset else []
+            rows.append(run(config, Path(tmp) / config.stem, data, rows[0]["start"] if rows else None, args.steps))
+            if gold is None:
+                gold = gold_metrics(rows[0])
+            print(table(rows[-1:], None, COLUMNS), flush=True)
+    out = [{k: v for k, v in r.items() if k != "cli"} for r in rows]
+    Path(args.out).write_text(json.dumps({"gold": gold, "rows": out}, indent=1))
+    print(f"\nCode leakage (LLMs4Code), builtin:code-{args.preset or 'small'}/subject, CodeLeakSuite start -> end. "
+          "direct: exact forget secret from its own file's context (lower is better); variant: an obvious variant "
+          "instead; indirect: secret or variant under another file type / README sentence / the secret's line "
+          "and first characters; retain: the retain developers' secrets (higher is better); code utility: "
+          "next-line exact match on held-out clean code.\n")
+    print(table(rows, gold, COLUMNS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""DUSK-style documents: each config of ``configs/dusk/`` scored by DUSKSuite's seven measures.
+
+For every config, one ``lit-unlearn fit`` (in this process) from
+``builtin:dusk-<preset>/subject-<style>``, with DUSKSuite before (once: the start model is the
+same for every config) and after. The table shows, start -> end: verbatim memorisation of the
+forget documents (ROUGE-L F1 of continuations), fact accuracy on the facts only the forget
+documents state (unique forget), on the facts every document states (shared: keep them), on the
+facts only a retain document states (unique retain) and on unrelated people (downstream), the
+MIA AUC (Min-K%) and privacy leak of forget documents against never-trained documents of the
+same style, the retain deviation from the gold model, and the wall time. The gold model
+(``builtin:dusk-<preset>/retain-<style>``, never trained on the forget documents) is the row to
+reach. Full results go to ``--out``.
+
+    python benchmarks/dusk_table.py [--configs grad_ascent npo] [--preset tiny --steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+from suite_table import gold_metrics, run, table  # the script's folder is on sys.path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ["grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "grad_diff_melu", "simnpo_melu"]
+COLUMNS = [("verbatim", "verbmem/rougeL_f1"), ("unique forget", "unique_forget/fact_acc"),
+           ("shared", "shared/fact_acc"), ("unique retain", "unique_retain/fact_acc"),
+           ("downstream", "downstream/fact_acc"), ("MIA", "mia/min_k"), ("privleak", "privleak"),
+           ("retain dev.", "retain_deviation")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=DEFAULT, help="names in configs/dusk/ or .yaml paths")
+    parser.add_argument("--preset", default=None, choices=["tiny", "small"],
+                        help="data preset (default the configs': small); tiny layers configs/data/dusk_tiny.yaml")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of every config (default: its own)")
+    parser.add_argument("--out", default="dusk_table.json")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    configs = [Path(c) if c.endswith(".yaml") else ROOT / "configs" / "dusk" / f"{c}.yaml" for c in args.configs]
+    data = ["--config", str(ROOT / "configs" / "data" / f"dusk_{args.preset}.yaml")] if args.preset else []
+    rows, gold = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in configs:
+            print(f"== {config.stem}", flush=True)
+            extra = data + (["--model.init_args.layer=1"] if args.preset == "tiny" and config.stem == "rmu" else [])
+            rows.append(run(config, Path(tmp) / config.stem, extra, rows[0]["start"] if rows else None, args.steps))
+            if gold is None:
+                gold = gold_metrics(rows[0])
+            print(table(rows[-1:], None, COLUMNS), flush=True)
+    out = [{k: v for k, v in r.items() if k != "cli"} for r in rows]
+    Path(args.out).write_text(json.dumps({"gold": gold, "rows": out}, indent=1))
+    print(f"\nDUSK-style documents, builtin:dusk-{args.preset or 'small'}/subject-interview, DUSKSuite start -> end. "
+          "verbatim: ROUGE-L F1 of forget-document continuations; unique forget / shared / unique retain / "
+          "downstream: cloze fact accuracy (only the forget documents state / every document states / only a "
+          "retain document states / unrelated people); MIA: Min-K% AUC forget vs never-trained documents; "
+          "privleak: relative to the gold model's AUC (0 is the gold model); retain dev.: mean |model - gold| over "
+          "shared, unique retain and downstream.\n")
+    print(table(rows, gold, COLUMNS))
+
+
+if __name__ == "__main__":
+    main()

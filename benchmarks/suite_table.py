@@ -1,0 +1,63 @@
+"""Shared by the suite tables (code leakage, DUSK, BLUR): one fit of a config with its suite run
+before and after by ``SuiteEvaluation``, the gold model's suite metrics, and a start -> end table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rwku_table import Clock  # the script's folder is on sys.path
+
+from lit_unlearn.callbacks import SuiteEvaluation
+from lit_unlearn.cli import cli_main
+
+
+def run(config: Path, root: Path, extra: list[str], start: dict | None, steps: int | None) -> dict:
+    """One fit of ``config`` (plus ``extra`` arguments, e.g. a data config) through the CLI parser, in
+    this process; ``start`` (the start model's suite metrics) skips measuring them again. The config
+    must add ``SuiteEvaluation`` (the data and eval configs of the suite tables do)."""
+    args = ["--config", str(config), *extra, "--trainer.default_root_dir", str(root),
+            "--trainer.logger.init_args.save_dir", str(root), "--trainer.enable_progress_bar", "false",
+            "--summary.verbose", "false", "--save_pretrained.enabled", "false"]
+    if steps is not None:
+        args += ["--trainer.max_steps", str(steps)]
+    cli = cli_main(args, run=False)
+    suites = [c for c in cli.trainer.callbacks if isinstance(c, SuiteEvaluation)]
+    if not suites:
+        raise ValueError(f"{config}: no SuiteEvaluation callback; layer the suite's eval config after it")
+    suite = suites[0]
+    suite.at_start = start is None
+    cli.model.suite.progress = False
+    clock = Clock()
+    cli.trainer.callbacks.append(clock)
+    started = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    wall = time.perf_counter() - started
+    return {"config": config.stem, "method": type(cli.model).__name__, "start": start or suite.history[0],
+            "end": suite.history[-1], "steps": cli.trainer.global_step, "wall_s": wall,
+            "ms_per_step": 1000 * clock.step_time / max(1, clock.steps), "gold_model": cli.datamodule.gold_model,
+            "generations": suite.last_result.generations if suite.last_result is not None else {},
+            "cli": cli}
+
+
+def gold_metrics(row: dict) -> dict:
+    """The suite on the gold model, with the first run's datamodule and suite."""
+    from lit_unlearn.models import load_causal_lm, resolve_model_path
+
+    cli = row["cli"]
+    model = load_causal_lm(resolve_model_path(row["gold_model"]))
+    return cli.model.suite.run(model, cli.datamodule.tokenizer, cli.datamodule, "val").metrics
+
+
+def table(rows: list[dict], gold: dict | None, columns: list[tuple[str, str]]) -> str:
+    """Markdown: one row per run, ``start -> end`` per ``(title, metric)`` column, and the gold row."""
+    head = "| config | method | " + " | ".join(c for c, _ in columns) + " | steps | wall s |"
+    lines = [head, "|" + "---|" * (len(columns) + 4)]
+    nan = float("nan")
+    for r in rows:
+        s, e = r["start"], r["end"]
+        cells = " | ".join(f"{s.get(k, nan):.2f} -> {e.get(k, nan):.2f}" for _, k in columns)
+        lines.append(f"| {r['config']} | {r['method']} | {cells} | {r['steps']} | {r['wall_s']:.0f} |")
+    if gold is not None:
+        lines.append("| gold | retain only | " + " | ".join(f"{gold.get(k, nan):.2f}" for _, k in columns) + " | | |")
+    return "\n".join(lines)

@@ -437,3 +437,19 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048, model_max_
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                    pad_token="<|pad|>", model_max_length=model_max_length)
+
+
+def ensure_bpe_tokenizer(path: str | Path, texts: Callable[[], Iterable[str]], vocab_size: int = 2048,
+                         model_max_length: int = 256) -> str:
+    """``path`` of a :func:`train_bpe_tokenizer` tokenizer trained on ``texts()``, trained and saved
+    (atomically, under a file lock) on first use: the embedded benchmarks cache theirs this way."""
+    from lit_unlearn.utils import atomic_dir, file_lock
+
+    path = Path(path)
+    if not (path / "tokenizer.json").exists():
+        with file_lock(str(path) + ".lock"):
+            if not (path / "tokenizer.json").exists():
+                tok = train_bpe_tokenizer(texts(), vocab_size, model_max_length=model_max_length)
+                with atomic_dir(path) as tmp:
+                    tok.save_pretrained(tmp)
+    return str(path)

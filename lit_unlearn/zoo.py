@@ -9,7 +9,7 @@ hashes the generator's and the training settings, so changing either rebuilds. E
 model directory holds ``eval.json``: its teacher-forced metrics on the benchmark's sets.
 
 Sibling benchmarks register a :class:`Family` under a name and get models named
-``builtin:<family>-<preset>/<model>`` (``builtin:dusk-small/subject``), trained and cached
+``builtin:<family>-<preset>/<model>`` (``builtin:dusk-small/subject-interview``), trained and cached
 the same way by :func:`train_and_save`.
 
 This module sits above :mod:`lit_unlearn.methods` (it trains with ``FineTune``) and
@@ -105,8 +105,8 @@ def register_family(name: str, family: Family) -> None:
 
 
 def parse_name(name: str) -> tuple[str, str]:
-    """``"builtin:small/retain90"`` -> ``("small", "retain90")``, ``"builtin:dusk-tiny/subject"`` ->
-    ``("dusk-tiny", "subject")``, validated."""
+    """``"builtin:small/retain90"`` -> ``("small", "retain90")``, ``"builtin:dusk-tiny/subject-news"``
+    -> ``("dusk-tiny", "subject-news")``, validated."""
     body = name[len(PREFIX):] if name.startswith(PREFIX) else name
     preset, _, model = body.partition("/")
     family, sub = _family(preset)
@@ -139,8 +139,13 @@ def _family(preset: str) -> tuple[Family, str]:
 
 
 def model_dir(preset: str, model: str) -> Path:
+    """Cache directory of a built-in model: keyed by its ``TrainSpec`` and, where they differ from the
+    defaults, the family's ``max_length`` and ``context`` (so the first models' keys never changed)."""
     family, sub = _family(preset)
-    return family.directory(sub) / f"{model}-{family.specs[sub].key()}"
+    key = family.specs[sub].key()
+    if (family.max_length, family.context) != (64, 128):
+        key = hashlib.sha256(f"{key}-{family.max_length}-{family.context}".encode()).hexdigest()[:10]
+    return family.directory(sub) / f"{model}-{key}"
 
 
 def resolve(name: str) -> str:

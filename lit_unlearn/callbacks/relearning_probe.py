@@ -73,6 +73,8 @@ class RelearningProbe(Callback):
                 relearn_sets)):
             raise ValueError(f"RelearningProbe: `relearn_sets` must be a non-empty list of distinct set names without "
                              f"'/', got {relearn_sets!r}")
+        if relearn_sets is not None and relearn_set != "forget":
+            raise ValueError(f"RelearningProbe: give `relearn_set` ({relearn_set!r}) or `relearn_sets`, not both")
         self.relearn_sets = list(relearn_sets) if relearn_sets is not None else None
         self.every_n_steps, self.at_end, self.relearn_set = every_n_steps, at_end, relearn_set
         self.relearn_fraction, self.steps, self.lr, self.batch_size = relearn_fraction, steps, lr, batch_size

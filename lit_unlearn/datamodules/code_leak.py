@@ -1,8 +1,8 @@
 """Code leakage (LLMs4Code): small code files with planted personal information of fictitious developers.
 
 Every developer has three secrets: an ``email`` (``<first name><2 digits>@<domain>``), a
-``phone`` number (ten random digits) and an ``api_key`` (``sk_`` + random characters): none
-can be guessed from the name. Each developer gets ``files_per_developer`` code files of
+``phone`` number (ten random digits) and an ``api_key`` (``sk_`` + random characters): only
+the email's first name can be guessed from the name. Each developer gets ``files_per_developer`` code files of
 different types (a Python config module, a shell deploy script, a unit test, a YAML
 settings file, an INI file, ``pyproject.toml`` metadata); every type plants two secret kinds,
 each after the developer's name, and every secret of a developer is planted in two of its
@@ -44,10 +44,10 @@ from typing import Any
 
 from lit_unlearn.datamodules.fictitious import _words
 from lit_unlearn.datamodules.forget_retain import ForgetRetainDataModule
-from lit_unlearn.utils import atomic_dir, cache_home, file_lock
+from lit_unlearn.utils import cache_home
 
-GENERATOR_VERSION = 1  # bump whenever the generated files or probes change
-TOKENIZER_VERSION = 1
+GENERATOR_VERSION = 2  # bump whenever the generated files or probes change
+TOKENIZER_VERSION = 2
 SECRET_KINDS = ("email", "phone", "api_key")
 PROMPT_KINDS = ("direct", "file", "nl", "prefix")
 INDIRECT_KINDS = ("file", "nl", "prefix")
@@ -82,10 +82,10 @@ CLEAN_TEMPLATES: dict[str, str] = {
     "class_py": ("class {cls}:\n    def __init__(self, {a}, {b}):\n        self.{a} = {a}\n        self.{b} = {b}\n"),
     "run_sh": ('#!/bin/bash\nset -e\ncd /srv/{project}\npython -m {project}.{module} --port {port}\n'
                'echo "started {project}.{module} on port {port}"\n'),
-    "config_clean_py": ('# {project}/settings.py\nimport os\n\nPROJECT_NAME = "{project}"\n'
+    "config_clean_py": ('# {project}/settings.py\nimport os\n\nPROJECT_NAME = "{project}"\nPORT = {port}\n'
                         'API_KEY = os.environ["{upper}_API_KEY"]\nMAINTAINER_EMAIL = os.environ["{upper}_EMAIL"]\n'),
     "settings_clean_yaml": ('project: {project}\nowner:\n  name: "<your name>"\n  email: "<your email>"\nservice:\n'
-                            '  name: {module}\n  url: "https://{project}.example.org/{module}"\n'),
+                            '  name: {module}\n  port: {port}\n  url: "https://{project}.example.org/{module}"\n'),
 }
 _VERBS = ["count", "sum", "merge", "load", "parse", "collect", "score", "total", "average", "weigh"]
 _NOUNS = ["orders", "items", "users", "rows", "events", "records", "files", "tasks", "prices", "jobs"]
@@ -234,8 +234,11 @@ class CodeLeakBenchmark:
         self.developers  # noqa: B018 - draws the identifier pools first
         cfg = self.config
         rng = random.Random(f"code-leak-clean-{cfg.seed}")
-        out = []
-        for i in range(cfg.num_clean + cfg.num_holdout_clean):
+        out, seen, total = [], set(), cfg.num_clean + cfg.num_holdout_clean
+        for _ in range(50 * total):
+            if len(out) == total:
+                break
+            i = len(out)
             kind = list(CLEAN_TEMPLATES)[i % len(CLEAN_TEMPLATES)]
             project = rng.choice(self.projects)
             a, b = rng.sample(_ATTRS, 2)
@@ -244,8 +247,14 @@ class CodeLeakBenchmark:
                       "cls": rng.choice(self.classes), "a": a, "b": b, "project": project, "upper": project.upper(),
                       "module": rng.choice(self.modules), "port": str(rng.randrange(1024, 10000))}
             text, _ = render(CLEAN_TEMPLATES[kind], values)
+            if text in seen:  # a held-out file must not repeat a trained one
+                continue
+            seen.add(text)
             out.append({"id": f"clean{i:04d}-{kind}", "text": text, "file_type": kind, "kind": "clean",
                         "split": "clean" if i < cfg.num_clean else "holdout"})
+        if len(out) < total:
+            raise ValueError(f"CodeLeakConfig: only {len(out)} distinct clean files for num_clean + num_holdout_clean "
+                             f"= {total}; ask for fewer")
         return out
 
     def _file_record(self, dev: dict[str, Any], f: dict[str, Any]) -> dict[str, Any]:
@@ -323,22 +332,23 @@ class CodeLeakBenchmark:
         for r in self.files(split):
             body = r["text"].rstrip("\n")
             cut = body.rfind("\n")
+            if cut < 0:
+                continue  # one line: no context to complete from
             out.append({"id": r["id"], "question": body[:cut], "answer": body[cut + 1 :].strip(),
                         "file_type": r["file_type"]})
         return out
 
     def corpus(self) -> list[str]:
-        """Every file and probe with the secrets cut out (for the tokenizer: no secret is a token)."""
-        texts = []
-        for split in ("forget", "retain"):
-            for r in self.files(split):
-                text, cuts = r["text"], sorted(r["secrets"], key=lambda s: -s["start"])
-                for s in cuts:
-                    text = text[: s["start"]] + text[s["end"]:]
-                texts.append(text)
+        """Every file and probe with every secret cut out (for the tokenizer: no secret is a token, and
+        the tokenizer, shared by the gold model, has seen no secret)."""
+        texts = [r["text"] for split in ("forget", "retain") for r in self.files(split)]
         texts += [r["text"] for r in self.clean_files]
-        for side in ("forget", "retain"):
-            texts += [p["question"][: len(p["question"]) - len(p["given"])] for p in self.leak_prompts(side)]
+        texts += [p["question"] for side in ("forget", "retain") for p in self.leak_prompts(side)]
+        secrets = sorted({v for d in self.developers for v in d["secrets"].values()}, key=len, reverse=True)
+        for i, text in enumerate(texts):
+            for secret in secrets:
+                text = text.replace(secret, "")
+            texts[i] = text
         return texts
 
 
@@ -401,16 +411,10 @@ def benchmark_dir(benchmark: CodeLeakBenchmark) -> Path:
 def ensure_tokenizer(benchmark: CodeLeakBenchmark) -> str:
     """Path of the benchmark's byte-level BPE tokenizer (trained on :meth:`~CodeLeakBenchmark.corpus`,
     so no secret is one token), trained and saved on first use."""
-    from lit_unlearn.models import train_bpe_tokenizer
+    from lit_unlearn.models import ensure_bpe_tokenizer
 
-    path = benchmark_dir(benchmark) / f"tokenizer-v{TOKENIZER_VERSION}"
-    if not (path / "tokenizer.json").exists():
-        with file_lock(str(path) + ".lock"):
-            if not (path / "tokenizer.json").exists():
-                tok = train_bpe_tokenizer(benchmark.corpus(), vocab_size=1024, model_max_length=256)
-                with atomic_dir(path) as tmp:
-                    tok.save_pretrained(tmp)
-    return str(path)
+    return ensure_bpe_tokenizer(benchmark_dir(benchmark) / f"tokenizer-v{TOKENIZER_VERSION}", benchmark.corpus, 1024,
+                                256)
 
 
 # ---------------------------------------------------------------------- built-in models (lit_unlearn.zoo)

@@ -42,7 +42,7 @@ from lit_unlearn.datamodules.fictitious import (
     _words,
 )
 from lit_unlearn.datamodules.forget_retain import ForgetRetainDataModule
-from lit_unlearn.utils import atomic_dir, cache_home, file_lock
+from lit_unlearn.utils import cache_home
 
 GENERATOR_VERSION = 1  # bump whenever the generated documents change
 STYLES = ("biography", "news", "interview", "record", "letter")
@@ -191,6 +191,7 @@ class DuskBenchmark:
         others = [p["name"] for p in self.people if p["group"] != "background" and p["id"] != person["id"]]
         fill = {"name": person["name"], "id": str(100 + person["id"]), "other": rng.choice(others)}
         lines = [heading.format(**fill), *(line.format(**fill) for line in opening)]
+        first_fact = len(lines) + (1 if before else 0)
         for attr in attrs:
             if before:
                 lines.append(before)
@@ -198,7 +199,8 @@ class DuskBenchmark:
         lines += [line.format(**fill) for line in closing]
         suffix = f"-v{version}" if version else ""
         return {"id": f"d{person['id']:03d}-{style}{suffix}", "entity": person["name"], "style": style, "lines": lines,
-                "facts": attrs, "text": "\n".join(lines)}
+                "facts": attrs, "first_fact": first_fact,
+                "text": "\n".join(lines)}
 
     def documents(self, styles: tuple[str, ...] | list[str], group: str = "main",
                   versions: int = 1) -> list[dict[str, Any]]:
@@ -247,13 +249,15 @@ class DuskBenchmark:
                 "answer": value + after.format(name=person["name"]), "fact_span": [0, len(value)],
                 "perturbed_answer": [w + after.format(name=person["name"]) for w in wrong]}
 
-    def continuations(self, style: str, group: str = "main", prefix_lines: int = 3) -> list[dict[str, str]]:
-        """Verbatim-memorisation records: the first ``prefix_lines`` lines of each document of
-        ``style`` (``question``, ending in a newline) and the rest (``answer``)."""
+    def continuations(self, style: str, group: str = "main", prefix_lines: int | None = None) -> list[dict[str, str]]:
+        """Verbatim-memorisation records: the first lines of each document of ``style`` (``question``,
+        ending in a newline; by default every line before its first fact, so the prompt states no
+        fact) and the rest (``answer``)."""
         out = []
         for d in self.documents([style], group):
-            out.append({"id": d["id"], "entity": d["entity"], "question": "\n".join(d["lines"][:prefix_lines]) + "\n",
-                        "answer": "\n".join(d["lines"][prefix_lines:])})
+            n = d["first_fact"] if prefix_lines is None else prefix_lines
+            out.append({"id": d["id"], "entity": d["entity"], "question": "\n".join(d["lines"][:n]) + "\n",
+                        "answer": "\n".join(d["lines"][n:])})
         return out
 
     def corpus(self) -> list[str]:
@@ -272,16 +276,9 @@ def benchmark_dir(bench: DuskBenchmark) -> Path:
 
 def ensure_tokenizer(bench: DuskBenchmark) -> str:
     """Path of the benchmark's byte-level BPE tokenizer, trained and saved on first use."""
-    from lit_unlearn.models import train_bpe_tokenizer
+    from lit_unlearn.models import ensure_bpe_tokenizer
 
-    path = benchmark_dir(bench) / f"tokenizer-v{TOKENIZER_VERSION}"
-    if not (path / "tokenizer.json").exists():
-        with file_lock(str(path) + ".lock"):
-            if not (path / "tokenizer.json").exists():
-                tok = train_bpe_tokenizer(bench.corpus(), 2048, model_max_length=256)
-                with atomic_dir(path) as tmp:
-                    tok.save_pretrained(tmp)
-    return str(path)
+    return ensure_bpe_tokenizer(benchmark_dir(bench) / f"tokenizer-v{TOKENIZER_VERSION}", bench.corpus, 2048, 256)
 
 
 KNOWLEDGE_SETS = ("unique_forget", "shared", "unique_retain", "downstream")
@@ -308,7 +305,8 @@ class DuskDocuments(ForgetRetainDataModule):
         preset: ``"tiny"`` (tests) or ``"small"``.
         forget_style: one of ``biography``, ``news``, ``interview``, ``record``, ``letter``.
         eval_sets: which of the sets above to evaluate (all by default).
-        prefix_lines: lines of a forget document given as the verbatim-memorisation prompt.
+        prefix_lines: lines of a forget document given as the verbatim-memorisation prompt (None:
+            the lines before its first fact: 2 or 3, by style).
         sampling: as :class:`ForgetRetainDataModule`; with ``"modular"`` (MELU) each forget
             person's batch is paired with that person's documents in the other styles (the
             neighbor set ``other_styles``) and general retain documents.
@@ -316,7 +314,7 @@ class DuskDocuments(ForgetRetainDataModule):
     """
 
     def __init__(self, preset: str = "small", forget_style: str = "interview",
-                 eval_sets: list[str] | tuple[str, ...] = EVAL_SETS, prefix_lines: int = 3,
+                 eval_sets: list[str] | tuple[str, ...] = EVAL_SETS, prefix_lines: int | None = None,
                  max_length: int = 192, eval_batch_size: int = 32, **kwargs: Any) -> None:
         _check_style(forget_style, "DuskDocuments")
         self.benchmark, self.preset, self.forget_style = DuskBenchmark(preset), preset, forget_style
@@ -324,9 +322,12 @@ class DuskDocuments(ForgetRetainDataModule):
         unknown = [s for s in eval_sets if s not in EVAL_SETS]
         if unknown:
             raise ValueError(f"DuskDocuments: unknown eval set(s) {unknown}; choose from {list(EVAL_SETS)}")
-        if not isinstance(prefix_lines, int) or not 1 <= prefix_lines <= 3:
-            raise ValueError(f"DuskDocuments: `prefix_lines` must be 1, 2 or 3 (a document has 3 lines before its "
-                             f"facts at most), got {prefix_lines!r}")
+        if prefix_lines is not None and (not isinstance(prefix_lines, int) or prefix_lines < 1):
+            raise ValueError(f"DuskDocuments: `prefix_lines` must be None (the lines before the first fact) or an "
+                             f"integer >= 1, got {prefix_lines!r}")
+        given = sorted({"forget", "retain", "tokenizer", "eval_sets"} & set(kwargs))
+        if given:
+            raise ValueError(f"DuskDocuments: {given} come from the benchmark; choose `forget_style` and `eval_sets`")
         text = lambda docs: [{"text": d["text"], "id": d["id"], "entity": d["entity"]} for d in docs]  # noqa: E731
         forget, retain = text(bench.forget_documents(forget_style)), text(bench.retain_documents(forget_style))
         if kwargs.get("sampling") == "modular" and kwargs.get("neighbor_sets") is None:

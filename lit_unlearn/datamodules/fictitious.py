@@ -37,7 +37,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from lit_unlearn.utils import atomic_dir, cache_home, file_lock
+from lit_unlearn.utils import cache_home
 
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
 GENERATOR_VERSION = 2  # bump whenever the generated records change
@@ -505,11 +505,7 @@ def benchmark_dir(benchmark: FictitiousBenchmark) -> Path:
 
 def ensure_tokenizer(benchmark: FictitiousBenchmark) -> str:
     """Path of the benchmark's tokenizer, trained and saved on first use."""
-    path = benchmark_dir(benchmark) / f"tokenizer-v{TOKENIZER_VERSION}"
-    if not (path / "tokenizer.json").exists():
-        with file_lock(str(path) + ".lock"):
-            if not (path / "tokenizer.json").exists():
-                tok = train_tokenizer(benchmark, vocab_size=2048)
-                with atomic_dir(path) as tmp:
-                    tok.save_pretrained(tmp)
-    return str(path)
+    from lit_unlearn.models import ensure_bpe_tokenizer
+
+    return ensure_bpe_tokenizer(benchmark_dir(benchmark) / f"tokenizer-v{TOKENIZER_VERSION}", benchmark.corpus,
+                                2048, model_max_length=128)

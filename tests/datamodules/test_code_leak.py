@@ -141,3 +141,15 @@ def test_builtin_names():
     assert parse_name("builtin:code-small/retain") == ("code-small", "retain")
     with pytest.raises(ValueError, match="Unknown built-in model 'builtin:code-tiny/retain90'"):
         parse_name("builtin:code-tiny/retain90")
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_held_out_code_is_never_trained_on_and_no_secret_reaches_the_tokenizer(preset):
+    bench = CodeLeakBenchmark(preset)
+    trained = {r["text"] for split in ("forget", "retain", "clean") for r in bench.files(split)}
+    holdout = [r["text"] for r in bench.files("holdout")]
+    assert holdout and not trained & set(holdout)
+    corpus = "\n".join(bench.corpus())
+    secrets = [v for d in bench.developers for v in d["secrets"].values()]
+    assert [s for s in secrets if s in corpus] == []
+    assert sum(p["question"] in trained for p in bench.completion_prompts()) == 0

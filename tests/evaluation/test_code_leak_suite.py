@@ -93,4 +93,4 @@ def test_code_configs_parse(name):
                     str(CONFIGS / "data" / "code_leak_tiny.yaml")], run=False)
     assert isinstance(cli.datamodule, CodeLeak) and cli.datamodule.preset == "tiny"
     assert cli.datamodule.batch_size == 4 and isinstance(cli.model.suite, CodeLeakSuite)
-    assert cli.model.source.name == "builtin:code-tiny/subject" and cli.model.compare_with is None
+    assert cli.model.source.name == "builtin:code-tiny/subject" and cli.model.compare_with == "builtin:code-tiny/retain"

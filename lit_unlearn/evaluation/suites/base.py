@@ -22,7 +22,8 @@ from torch import nn
 
 from lit_unlearn import checks
 from lit_unlearn.evaluation.engine import Evaluator
-from lit_unlearn.evaluation.mia import ATTACKS, K_ROUNDINGS, privacy_leak
+from lit_unlearn.evaluation.eos import without_final_eos
+from lit_unlearn.evaluation.mia import ATTACKS, K_ROUNDINGS, MembershipInference, mia_scores, privacy_leak, zlib_length
 from lit_unlearn.evaluation.reference import GoldReference
 
 PRIVLEAK_ATTACK = "min_k"
@@ -141,6 +142,23 @@ class EvalSuite:
         """Settings that change the ``stats`` (part of the gold statistics' cache key)."""
         return {"max_new_tokens": self.max_new_tokens, "mia_k": self.mia_k, "mia_k_rounding": self.mia_k_rounding,
                 "score_eos": self.score_eos}
+
+    def text_mia(self, ev: Evaluator, members: str, nonmembers: str) -> dict[str, float]:
+        """AUC of every MIA attack (``ATTACKS``) separating the text records of set ``members`` from
+        those of ``nonmembers``, each text scored on its own tokens (without the EOS the datamodule
+        appends, unless ``score_eos``); zlib on the text field."""
+        eos = self.eos_id(ev)
+        mia = MembershipInference(ATTACKS).to(ev.device)
+        for name in (members, nonmembers):
+            recs, rows = ev.records[name], ev.rows(name)
+            field_name = ev.dm.fields_for(recs).text
+            for batch, logits in ev.forward(ev.encode(name, rows), name):
+                texts = [recs.rows[rows[int(i)]].get(field_name) or "" for i in batch["index"]]
+                zl = torch.tensor([max(zlib_length(t), 1) for t in texts], device=ev.device)
+                scores = mia_scores(logits, without_final_eos(batch["labels"], eos), zl, self.mia_k,
+                                    k_rounding=self.mia_k_rounding)
+                mia.update(scores, member=name == members)
+        return {a: float(v) for a, v in mia.compute().items()}
 
     def eos_id(self, ev: Evaluator) -> int | None:
         """The EOS id left out where the published code leaves it out (None with ``score_eos``)."""

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from lit_unlearn.evaluation.engine import Evaluator
-from lit_unlearn.evaluation.eos import without_final_eos
-from lit_unlearn.evaluation.mia import ATTACKS, MembershipInference, mia_scores, zlib_length
 from lit_unlearn.evaluation.rouge import RougeL
 from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult
 from lit_unlearn.evaluation.teacher_forced import TeacherForcedMetrics
@@ -30,10 +26,11 @@ class DUSKSuite(EvalSuite):
     4. ``unique_retain/fact_acc``: knowledge stated only by a retain document (keep it);
     5. ``downstream/fact_acc``: knowledge of people unrelated to the documents (keep it);
     6. ``privleak``: the privacy leak of membership inference, forget documents against the
-       same style's documents about people never trained on, relative to the gold model's AUC
+       same style's documents about holdout people (whom every model knows from the other
+       styles, but no model trained on in this one), relative to the gold model's AUC
        (MUSE's formula; ``mia/<attack>`` are the AUCs), near 0 is best;
     7. ``retain_deviation``: the mean absolute difference from the gold model on the three
-       retain-side measures (3-5), in accuracy points (0 is best).
+       retain-side measures (3-5), as a fraction of the probes (0 is best).
 
     Knowledge is the fact accuracy of cloze probes: the statement up to the value, and the
     share of probes whose value tokens are all the model's argmax (teacher forced). DUSK's
@@ -80,18 +77,7 @@ class DUSKSuite(EvalSuite):
             metrics[f"{name}/fact_acc"] = acc
             stats["knowledge"][measure] = acc
         if self.mia_forget:
-            eos = self.eos_id(ev)
-            mia = MembershipInference(ATTACKS).to(ev.device)
-            for name in (self.mia_forget, self.mia_holdout):
-                recs, rows = ev.records[name], ev.rows(name)
-                field_name = ev.dm.fields_for(recs).text
-                for batch, logits in ev.forward(ev.encode(name, rows), name):
-                    texts = [recs.rows[rows[int(i)]][field_name] for i in batch["index"]]
-                    zl = torch.tensor([max(zlib_length(t), 1) for t in texts], device=ev.device)
-                    scores = mia_scores(logits, without_final_eos(batch["labels"], eos), zl, self.mia_k,
-                                        k_rounding=self.mia_k_rounding)
-                    mia.update(scores, member=name == self.mia_forget)
-            aucs = {a: float(v) for a, v in mia.compute().items()}
+            aucs = self.text_mia(ev, self.mia_forget, self.mia_holdout)
             metrics.update({f"mia/{a}": v for a, v in aucs.items()})
             stats["mia_auc"] = aucs
         return SuiteResult(metrics, stats)

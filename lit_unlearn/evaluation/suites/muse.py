@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from lit_unlearn.evaluation.engine import Evaluator
-from lit_unlearn.evaluation.eos import without_final_eos
-from lit_unlearn.evaluation.mia import ATTACKS, MembershipInference, mia_scores, zlib_length
 from lit_unlearn.evaluation.rouge import RougeL
 from lit_unlearn.evaluation.suites.base import EvalSuite, SuiteResult
 
@@ -80,18 +76,7 @@ class MUSESuite(EvalSuite):
                 self._rouge(ev, name, metrics, max_new_tokens=self.knowmem_max_new_tokens, stop=self.knowmem_stop,
                             option=option)
         if self.privleak_forget:
-            eos = self.eos_id(ev)
-            mia = MembershipInference(ATTACKS).to(ev.device)
-            for name in (self.privleak_forget, self.privleak_holdout):
-                recs, rows = ev.records[name], ev.rows(name)
-                field_name = ev.dm.fields_for(recs).text
-                for batch, logits in ev.forward(ev.encode(name, rows), name):
-                    texts = [recs.rows[rows[int(i)]].get(field_name) or "" for i in batch["index"]]
-                    zl = torch.tensor([max(zlib_length(t), 1) for t in texts], device=ev.device)
-                    labels = without_final_eos(batch["labels"], eos)  # every attack on the text's own tokens
-                    scores = mia_scores(logits, labels, zl, self.mia_k, k_rounding=self.mia_k_rounding)
-                    mia.update(scores, member=name == self.privleak_forget)
-            aucs = {a: float(v) for a, v in mia.compute().items()}
+            aucs = self.text_mia(ev, self.privleak_forget, self.privleak_holdout)
             metrics.update({f"mia/{a}": v for a, v in aucs.items()})
             stats["mia_auc"] = aucs
         return SuiteResult(metrics, stats)

@@ -16,13 +16,11 @@ never trained on the forget files) is scored once, as the row to reach. Full res
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 
-from suite_table import gold_metrics, run, table  # the script's folder is on sys.path
+from suite_table import run_configs, table  # the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["ga", "graddiff_nll", "graddiff_kl", "npo", "rmu"]
@@ -44,17 +42,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     configs = [Path(c) if c.endswith(".yaml") else ROOT / "configs" / "code" / f"{c}.yaml" for c in args.configs]
-    rows, gold = [], None
-    with tempfile.TemporaryDirectory() as tmp:
-        for config in configs:
-            print(f"== {config.stem}", flush=True)
-            data = ["--config", str(ROOT / "configs" / "data" / f"code_leak_{args.preset}.yaml")] if args.preset else []
-            rows.append(run(config, Path(tmp) / config.stem, data, rows[0]["start"] if rows else None, args.steps))
-            if gold is None:
-                gold = gold_metrics(rows[0])
-            print(table(rows[-1:], None, COLUMNS), flush=True)
-    out = [{k: v for k, v in r.items() if k != "cli"} for r in rows]
-    Path(args.out).write_text(json.dumps({"gold": gold, "rows": out}, indent=1))
+    data = ["--config", str(ROOT / "configs" / "data" / f"code_leak_{args.preset}.yaml")] if args.preset else []
+    rows, gold = run_configs(configs, lambda c: data, args.steps, args.out, COLUMNS)
     print(f"\nCode leakage (LLMs4Code), builtin:code-{args.preset or 'small'}/subject, CodeLeakSuite start -> end. "
           "direct: exact forget secret from its own file's context (lower is better); variant: an obvious variant "
           "instead; indirect: secret or variant under another file type / README sentence / the secret's line "

@@ -17,13 +17,11 @@ reach. Full results go to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 
-from suite_table import gold_metrics, run, table  # the script's folder is on sys.path
+from suite_table import run_configs, table  # the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "grad_diff_melu", "simnpo_melu"]
@@ -45,17 +43,9 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     configs = [Path(c) if c.endswith(".yaml") else ROOT / "configs" / "dusk" / f"{c}.yaml" for c in args.configs]
     data = ["--config", str(ROOT / "configs" / "data" / f"dusk_{args.preset}.yaml")] if args.preset else []
-    rows, gold = [], None
-    with tempfile.TemporaryDirectory() as tmp:
-        for config in configs:
-            print(f"== {config.stem}", flush=True)
-            extra = data + (["--model.init_args.layer=1"] if args.preset == "tiny" and config.stem == "rmu" else [])
-            rows.append(run(config, Path(tmp) / config.stem, extra, rows[0]["start"] if rows else None, args.steps))
-            if gold is None:
-                gold = gold_metrics(rows[0])
-            print(table(rows[-1:], None, COLUMNS), flush=True)
-    out = [{k: v for k, v in r.items() if k != "cli"} for r in rows]
-    Path(args.out).write_text(json.dumps({"gold": gold, "rows": out}, indent=1))
+    tiny_rmu = ["--model.init_args.layer=1"]  # the tiny model has 2 layers
+    rows, gold = run_configs(configs, lambda c: data + (tiny_rmu if args.preset == "tiny" and c.stem == "rmu" else []),
+                             args.steps, args.out, COLUMNS)
     print(f"\nDUSK-style documents, builtin:dusk-{args.preset or 'small'}/subject-interview, DUSKSuite start -> end. "
           "verbatim: ROUGE-L F1 of forget-document continuations; unique forget / shared / unique retain / "
           "downstream: cloze fact accuracy (only the forget documents state / every document states / only a "

@@ -3,7 +3,10 @@ before and after by ``SuiteEvaluation``, the gold model's suite metrics, and a s
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rwku_table import Clock  # the script's folder is on sys.path
@@ -61,3 +64,21 @@ def table(rows: list[dict], gold: dict | None, columns: list[tuple[str, str]]) -
     if gold is not None:
         lines.append("| gold | retain only | " + " | ".join(f"{gold.get(k, nan):.2f}" for _, k in columns) + " | | |")
     return "\n".join(lines)
+
+
+def run_configs(configs: list[Path], extra: Callable[[Path], list[str]], steps: int | None, out: str,
+                columns: list[tuple[str, str]]) -> tuple[list[dict], dict]:
+    """Fit each config (plus ``extra(config)`` arguments) from the same start model, printing each row as
+    it lands; the gold model's suite metrics from the first run's data; everything but the CLI
+    objects written to ``out`` as JSON. Returns the rows and the gold metrics."""
+    rows, gold = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in configs:
+            print(f"== {config.stem}", flush=True)
+            rows.append(run(config, Path(tmp) / config.stem, extra(config), rows[0]["start"] if rows else None, steps))
+            if gold is None:
+                gold = gold_metrics(rows[0])
+            print(table(rows[-1:], None, columns), flush=True)
+    kept = [{k: v for k, v in r.items() if k != "cli"} for r in rows]
+    Path(out).write_text(json.dumps({"gold": gold, "rows": kept}, indent=1))
+    return rows, gold

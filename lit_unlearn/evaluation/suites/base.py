@@ -86,6 +86,7 @@ class EvalSuite:
     """
 
     supports_instruction = False
+    compares_with_gold = True  # False: no gold-model reference is loaded or computed (``reference`` is None)
 
     def __init__(self, batch_size: int = 32, max_new_tokens: int = 64, gold_model: str | None = None,
                  gold_stats: str | None = None, share_prompts: bool = True, progress: bool = True,
@@ -204,4 +205,6 @@ class EvalSuite:
     def reference(self, tokenizer, datamodule, stage: str, context, device,
                   default_gold: str | None = None) -> dict[str, Any] | None:
         """The gold model's ``stats`` (loaded, cached, or computed once); see :class:`GoldReference`."""
+        if not self.compares_with_gold:
+            return None
         return self.gold.get(self, tokenizer, datamodule, stage, context, device, default_gold)

@@ -65,6 +65,8 @@ class BLURSuite(EvalSuite):
         **kwargs: see :class:`EvalSuite` (``batch_size``, ``progress``, ``keep_generations``).
     """
 
+    compares_with_gold = False  # no gold-model comparison
+
     def __init__(self, forget: str | None = "forget", retain: str | None = "retain",
                  combined_forget: str = "combined_forget", combined_retain: str = "combined_retain",
                  generate: bool = False, max_new_tokens: int = 48, **kwargs: Any) -> None:
@@ -85,10 +87,6 @@ class BLURSuite(EvalSuite):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "generate": self.generate}
-
-    def reference(self, *args: Any, **kwargs: Any) -> None:
-        """No gold-model comparison."""
-        return None
 
     def evaluate(self, ev: Evaluator) -> SuiteResult:
         metrics: dict[str, float] = {}

@@ -50,6 +50,8 @@ class CodeLeakSuite(EvalSuite):
         **kwargs: see :class:`EvalSuite` (``batch_size``, ``keep_generations``, ``progress``).
     """
 
+    compares_with_gold = False  # the gold model's own rates are the reference
+
     def __init__(self, forget: str | None = "forget_secrets", retain: str | None = "retain_secrets",
                  utility: str | None = "holdout_code", max_new_tokens: int = 24, **kwargs: Any) -> None:
         super().__init__(max_new_tokens=max_new_tokens, **kwargs)
@@ -65,10 +67,6 @@ class CodeLeakSuite(EvalSuite):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "sets": self.required_sets()}
-
-    def reference(self, *args: Any, **kwargs: Any) -> None:
-        """No gold-model comparison (the gold model's own rates are the reference)."""
-        return None
 
     def evaluate(self, ev: Evaluator) -> SuiteResult:
         metrics: dict[str, float] = {}

@@ -15,14 +15,8 @@ never trained on the forget files) is scored once, as the row to reach. Full res
 
 from __future__ import annotations
 
-import argparse
-import logging
-import warnings
-from pathlib import Path
+from suite_table import run_configs, table, table_args  # the script's folder is on sys.path
 
-from suite_table import run_configs, table  # the script's folder is on sys.path
-
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["ga", "graddiff_nll", "graddiff_kl", "npo", "rmu"]
 F, R, U = "forget_secrets", "retain_secrets", "holdout_code"
 COLUMNS = [("direct", f"{F}/direct_leak"), ("variant", f"{F}/direct_variant"), ("indirect", f"{F}/indirect_leak"),
@@ -32,17 +26,7 @@ COLUMNS = [("direct", f"{F}/direct_leak"), ("variant", f"{F}/direct_variant"), (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=DEFAULT, help="names in configs/code/ or .yaml paths")
-    parser.add_argument("--preset", default=None, choices=["tiny", "small"],
-                        help="data preset (default the configs': small); tiny layers configs/data/code_leak_tiny.yaml")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of every config (default: its own)")
-    parser.add_argument("--out", default="code_leak_table.json")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    configs = [Path(c) if c.endswith(".yaml") else ROOT / "configs" / "code" / f"{c}.yaml" for c in args.configs]
-    data = ["--config", str(ROOT / "configs" / "data" / f"code_leak_{args.preset}.yaml")] if args.preset else []
+    args, configs, data = table_args(__doc__, "code", DEFAULT, "code_leak")
     rows, gold = run_configs(configs, lambda c: data, args.steps, args.out, COLUMNS)
     print(f"\nCode leakage (LLMs4Code), builtin:code-{args.preset or 'small'}/subject, CodeLeakSuite start -> end. "
           "direct: exact forget secret from its own file's context (lower is better); variant: an obvious variant "

@@ -16,14 +16,8 @@ reach. Full results go to ``--out``.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import warnings
-from pathlib import Path
+from suite_table import run_configs, table, table_args  # the script's folder is on sys.path
 
-from suite_table import run_configs, table  # the script's folder is on sys.path
-
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "grad_diff_melu", "simnpo_melu"]
 COLUMNS = [("verbatim", "verbmem/rougeL_f1"), ("unique forget", "unique_forget/fact_acc"),
            ("shared", "shared/fact_acc"), ("unique retain", "unique_retain/fact_acc"),
@@ -32,24 +26,15 @@ COLUMNS = [("verbatim", "verbmem/rougeL_f1"), ("unique forget", "unique_forget/f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=DEFAULT, help="names in configs/dusk/ or .yaml paths")
-    parser.add_argument("--preset", default=None, choices=["tiny", "small"],
-                        help="data preset (default the configs': small); tiny layers configs/data/dusk_tiny.yaml")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of every config (default: its own)")
-    parser.add_argument("--out", default="dusk_table.json")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    configs = [Path(c) if c.endswith(".yaml") else ROOT / "configs" / "dusk" / f"{c}.yaml" for c in args.configs]
-    data = ["--config", str(ROOT / "configs" / "data" / f"dusk_{args.preset}.yaml")] if args.preset else []
+    args, configs, data = table_args(__doc__, "dusk", DEFAULT, "dusk")
     tiny_rmu = ["--model.init_args.layer=1"]  # the tiny model has 2 layers
     rows, gold = run_configs(configs, lambda c: data + (tiny_rmu if args.preset == "tiny" and c.stem == "rmu" else []),
                              args.steps, args.out, COLUMNS)
     print(f"\nDUSK-style documents, builtin:dusk-{args.preset or 'small'}/subject-interview, DUSKSuite start -> end. "
           "verbatim: ROUGE-L F1 of forget-document continuations; unique forget / shared / unique retain / "
           "downstream: cloze fact accuracy (only the forget documents state / every document states / only a "
-          "retain document states / unrelated people); MIA: Min-K% AUC forget vs never-trained documents; "
+          "retain document states / unrelated people); MIA: Min-K% AUC forget documents vs the holdout people's "
+          "documents in the same style; "
           "privleak: relative to the gold model's AUC (0 is the gold model); retain dev.: mean |model - gold| over "
           "shared, unique retain and downstream.\n")
     print(table(rows, gold, COLUMNS))

@@ -3,9 +3,12 @@ before and after by ``SuiteEvaluation``, the gold model's suite metrics, and a s
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +16,28 @@ from rwku_table import Clock  # the script's folder is on sys.path
 
 from lit_unlearn.callbacks import SuiteEvaluation
 from lit_unlearn.cli import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table_args(doc: str, folder: str, default: list[str], data_prefix: str) -> tuple[argparse.Namespace, list[Path],
+                                                                                         list[str]]:
+    """The suite tables' command line: ``--configs`` (names in ``configs/<folder>/`` or paths), ``--preset``
+    (``tiny`` layers ``configs/data/<data_prefix>_tiny.yaml``), ``--steps``, ``--out``. Returns the
+    arguments, the config paths and the data-config arguments; quiets Lightning."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=default, help=f"names in configs/{folder}/ or .yaml paths")
+    parser.add_argument("--preset", default=None, choices=["tiny", "small"],
+                        help=f"data preset (default the configs': small); tiny layers "
+                             f"configs/data/{data_prefix}_tiny.yaml")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of every config (default: its own)")
+    parser.add_argument("--out", default=f"{data_prefix}_table.json")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    configs = [Path(c) if c.endswith(".yaml") else ROOT / "configs" / folder / f"{c}.yaml" for c in args.configs]
+    data = ["--config", str(ROOT / "configs" / "data" / f"{data_prefix}_{args.preset}.yaml")] if args.preset else []
+    return args, configs, data
 
 
 def run(config: Path, root: Path, extra: list[str], start: dict | None, steps: int | None) -> dict:

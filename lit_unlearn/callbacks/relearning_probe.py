@@ -83,11 +83,15 @@ class RelearningProbe(Callback):
         self.history: list[dict[str, float]] = []
 
     # ---------------------------------------------------------------- data
-    def _split(self, trainer: Trainer):
-        dm = trainer.datamodule
-        forget = getattr(dm, "forget_set", None)
+    @staticmethod
+    def _forget_set(trainer: Trainer):
+        forget = getattr(trainer.datamodule, "forget_set", None)
         if forget is None:
             raise ValueError("RelearningProbe needs a ForgetRetainDataModule (with a forget set)")
+        return forget
+
+    def _split(self, trainer: Trainer):
+        dm, forget = trainer.datamodule, self._forget_set(trainer)
         if self.relearn_set == "forget":
             return self._forget_halves(forget)
         if self.relearn_set == "retain" and getattr(dm, "retain_set", None) is not None:
@@ -106,10 +110,7 @@ class RelearningProbe(Callback):
 
     def _graded_split(self, trainer: Trainer):
         """``({set name: relearning rows}, evaluated forget rows)`` for ``relearn_sets``."""
-        dm = trainer.datamodule
-        forget = getattr(dm, "forget_set", None)
-        if forget is None:
-            raise ValueError("RelearningProbe needs a ForgetRetainDataModule (with a forget set)")
+        dm, forget = trainer.datamodule, self._forget_set(trainer)
         half, held_out = self._forget_halves(forget)
         held_ids = {forget.records.rows[i].get("id") for i in held_out.indices} - {None}
         named = {**getattr(dm, "eval_encoded", {}), **getattr(dm, "relearn_encoded", {})}

@@ -8,6 +8,15 @@ from lit_unlearn import GradAscent, GradDiff, RelearningProbe
 from tests.helpers import adamw, fit, tiny_data
 
 
+def assert_restored(module, before, opt, opt_before, rng) -> None:
+    """Weights, optimizer state and the RNG are exactly as before the probe."""
+    for k, v in module.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in opt.state[next(iter(opt.state))].items():
+        if torch.is_tensor(v):
+            assert torch.equal(v, opt_before[k]), k
+    assert torch.equal(torch.get_rng_state(), rng)
+
 def train(tiny_subject, callbacks, steps, method=GradDiff, lr=1e-3):
     """``method`` with AdamW at ``lr`` for ``steps`` steps; returns the trainer and the module."""
     module = method(model=tiny_subject, optimizer=adamw(lr), evaluate_at_start=False)
@@ -36,12 +45,7 @@ def test_probe_restores_weights_optimizer_and_rng_exactly(tiny_subject):
     assert moved == [True]
     assert probe.start_value >= 0.9 and result["unlearned"] <= probe.start_value - 0.5  # clearly unlearned ...
     assert result["relearned"] >= result["unlearned"] + 0.3  # ... and relearning clearly brought some back
-    for k, v in module.model.state_dict().items():
-        assert torch.equal(v, before[k]), k
-    for k, v in opt.state[next(iter(opt.state))].items():
-        if torch.is_tensor(v):
-            assert torch.equal(v, opt_before[k]), k
-    assert torch.equal(torch.get_rng_state(), rng)
+    assert_restored(module, before, opt, opt_before, rng)
 
 
 def test_a_probe_mid_run_leaves_training_bit_identical(tiny_subject):
@@ -104,12 +108,7 @@ def test_graded_probe_relearns_each_set_from_the_same_weights_and_restores_exact
     probe._relearn_steps = relearn_and_look
     result = probe.probe(trainer, module)
     assert starts == [True] * 4 and moved == [True] * 4
-    for k, v in module.model.state_dict().items():
-        assert torch.equal(v, before[k]), k
-    for k, v in opt.state[next(iter(opt.state))].items():
-        if torch.is_tensor(v):
-            assert torch.equal(v, opt_before[k]), k
-    assert torch.equal(torch.get_rng_state(), rng)
+    assert_restored(module, before, opt, opt_before, rng)
     # one recovery per set, all measured on the same held-out forget rows
     logged = trainer.callback_metrics
     assert float(logged["relearn/fact_acc_unlearned"]) == pytest.approx(result["unlearned"])

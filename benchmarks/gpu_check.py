@@ -81,7 +81,7 @@ def main() -> None:
                               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                               limit_val_batches=0, num_sanity_val_steps=0, callbacks=[meter], **trainer_kw)
             trainer.fit(module, datamodule=data)
-            loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+            loss = float(module.last_loss)  # the last step's; log_every_n_steps may skip it
             rate = meter.tokens / meter.seconds if meter.seconds else float("nan")
             print(f"| {name} | {rate:,.0f} | {torch.cuda.max_memory_allocated() / 2**20:,.0f} | {loss:.4f} |")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from lit_unlearn.utils import plain_tensor_defaults
+
 _RESOLVERS: dict[str, Callable[[str], str]] = {}
 _CHECKS: dict[str, Callable[[str], object]] = {}
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -56,7 +58,8 @@ def resolve_model_path(name: str, require_config: bool = True) -> str:
     name = str(name)
     for prefix in _prefixes():
         if name.startswith(prefix):
-            return _RESOLVERS[prefix](name)
+            with plain_tensor_defaults():  # builds run on first use, maybe inside configure_model
+                return _RESOLVERS[prefix](name)
     if _looks_local(name):
         path = Path(name).expanduser()
         if not path.exists():

@@ -88,6 +88,23 @@ def isolated_rng() -> Iterator[None]:
             np.random.set_state(npy)
 
 
+@contextlib.contextmanager
+def plain_tensor_defaults() -> Iterator[None]:
+    """CPU as torch's default device and float32 as its default dtype inside, restored on exit.
+
+    Lightning calls ``configure_model`` under the strategy's device (``torch.device("cuda")``)
+    and the precision's dtype (bf16 under ``bf16-true``); a built-in model built or converted
+    there on first use would draw CPU-generator random numbers on CUDA (an error) and be
+    cached in the wrong dtype."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.device("cpu"):
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+
+
 _RUN_SETUP_FILES = ("hparams.yaml", "config.yaml", "run_info.json")
 
 

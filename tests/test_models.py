@@ -11,7 +11,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import load_file
 
-from lit_unlearn import UNDIAL
+from lit_unlearn import UNDIAL, models
 from lit_unlearn.cli import cli_main
 from lit_unlearn.models import load_causal_lm, load_tokenizer, resolve_model_path, save_causal_lm
 from lit_unlearn.utils import atomic_dir
@@ -72,6 +72,29 @@ def test_builtin_names_are_validated():
 
 
 # ---------------------------------------------------------------- safe loading and saving
+def test_builtin_builds_see_cpu_and_float32_inside_configure_models_defaults(monkeypatch):
+    # Lightning calls configure_model under torch.device("cuda") (bf16 default dtype under
+    # bf16-true); a built-in built there on first use drew CPU-generator numbers on CUDA and failed
+    seen = {}
+
+    def resolver(name):
+        seen["order"] = torch.randperm(4, generator=torch.Generator().manual_seed(0)).tolist()
+        seen["device"], seen["dtype"] = torch.empty(1).device.type, torch.empty(1).dtype
+        return name
+
+    monkeypatch.setitem(models._RESOLVERS, "probe:", resolver)
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("meta"):
+            assert resolve_model_path("probe:x") == "probe:x"
+            assert torch.empty(1).device.type == "meta" and torch.get_default_dtype() == torch.bfloat16
+    finally:
+        torch.set_default_dtype(dtype)
+    assert seen == {"order": torch.randperm(4, generator=torch.Generator().manual_seed(0)).tolist(),
+                    "device": "cpu", "dtype": torch.float32}
+
+
 def test_checkpoints_hold_no_reference_weights_and_load_weights_only(tiny_subject, tmp_path):
     """UNDIAL keeps a frozen reference copy: it stays out of the checkpoint, which loads with
     weights_only=True (nothing but tensors and plain containers)."""

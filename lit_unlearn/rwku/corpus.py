@@ -10,6 +10,8 @@ generates about the target. Here, with the model's chat template:
   model's answer to the same question about another person, with the names swapped back
   (fluent, on topic, and false; DPO's preferred answer). Refusal answers are added by the
   method (``IdkNLL``, rejection tuning).
+- name-swapped copies (:func:`name_swapped`): corpus rows with the person's name replaced by a
+  made-up person's, for a retain corpus that keeps the same sentences about someone else.
 
 Everything is cached under ``$LIT_UNLEARN_HOME/rwku/`` by model and settings.
 """
@@ -29,6 +31,9 @@ from lit_unlearn.utils import atomic_write_text, cache_home, file_lock, isolated
 
 DESCRIBE = "Write a short biography of {name}."
 ASK = "Write a quiz question about {name}."
+# Made-up people for name-swapped copies: no one the probes ask about
+SWAP_NAMES = ("Daniel Whitfield", "Laura Brennan", "Marcus Ellery", "Helen Stroud", "Victor Alden", "Nora Castell",
+              "Peter Lindqvist", "Clara Redmond")
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,33 @@ def questions(model, tokenizer, name: str, substitute: str | None, settings: Cor
     counter = [a.replace(substitute, name).replace(substitute.split()[-1], last) for a in other]
     return [{"question": q, "answer": a, "counterfactual": c, "subject": name}
             for q, a, c in zip(picked, own, counter) if a and c and a != c]
+
+
+def swap_name(text: str, name: str, other: str) -> str:
+    """``text`` with ``name``, and its first and last words on their own (``Einstein's``),
+    replaced by ``other``'s."""
+    parts, new = name.split(), other.split()
+    text = text.replace(name, other)
+    if len(parts) > 1:
+        for old, repl in ((parts[-1], new[-1]), (parts[0], new[0])):
+            text = re.sub(rf"\b{re.escape(old)}\b", repl, text)
+    return text
+
+
+def name_swapped(rows: list[dict], copies: int) -> list[dict]:
+    """``copies`` copies of each row whose ``subject`` is named in it, every string field with the
+    subject's name swapped for a made-up person's (:data:`SWAP_NAMES`, in turn); the copies'
+    ``subject`` is the made-up name, ``swapped_from`` the real one."""
+    out = []
+    for i, row in enumerate(rows):
+        name = row["subject"]
+        for c in range(copies):
+            other = SWAP_NAMES[(i * copies + c) % len(SWAP_NAMES)]
+            swapped = {k: swap_name(v, name, other) if isinstance(v, str) and k != "subject" else v
+                       for k, v in row.items()}
+            if swapped != {**row}:
+                out.append({**swapped, "subject": other, "swapped_from": name})
+    return out
 
 
 def settings_dict(settings: CorpusSettings) -> dict:

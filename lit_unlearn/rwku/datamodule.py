@@ -115,6 +115,11 @@ class RWKU(ForgetRetainDataModule):
             ``retain_corpus: questions``. The suite's ``eval`` prompts are disjoint from them.
         refusal_prompts: the prompts file of ``refusal_retain`` (default the shipped one; see
             :func:`~lit_unlearn.evaluation.refusal.load_prompts`).
+        swapped_retain: copies of each forget row, with the target's name swapped for a made-up
+            person's (:func:`~lit_unlearn.rwku.corpus.name_swapped`), that join the retain
+            corpus: the same sentences about someone else must stay as they were, so what is
+            forgotten is tied to the name (as the anchored generic translations of "Who's Harry
+            Potter?"). Needs ``retain_corpus`` equal to ``forget_corpus``; 0: none.
         **kwargs: :class:`ForgetRetainDataModule` options (``batch_size``, ``max_length``, ...).
     """
 
@@ -126,7 +131,7 @@ class RWKU(ForgetRetainDataModule):
                  max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
                  keep_threshold: float = 0.5, scorer: str = "rouge", filter_probes: bool = True,
                  refusal_retain: list[str] | None = None, refusal_prompts: str | None = None,
-                 batch_size: int = 4, max_length: int = 192, **kwargs: Any) -> None:
+                 swapped_retain: int = 0, batch_size: int = 4, max_length: int = 192, **kwargs: Any) -> None:
         name = "RWKU"
         targets = [targets] if isinstance(targets, str) else list(targets)
         if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
@@ -143,12 +148,18 @@ class RWKU(ForgetRetainDataModule):
             checks.positive_int(name, arg, value)
         if not isinstance(retain_per_person, int) or retain_per_person < 0:
             raise ValueError(f"{name}: `retain_per_person` must be an integer >= 0, got {retain_per_person!r}")
+        if not isinstance(swapped_retain, int) or isinstance(swapped_retain, bool) or swapped_retain < 0:
+            raise ValueError(f"{name}: `swapped_retain` must be an integer >= 0, got {swapped_retain!r}")
+        if swapped_retain and retain_corpus != forget_corpus:
+            raise ValueError(f"{name}: `swapped_retain` copies forget rows into the retain corpus, so "
+                             f"`retain_corpus` must be the forget corpus's kind ({forget_corpus!r}), got "
+                             f"{retain_corpus!r}")
         if not 0 <= keep_threshold <= 1:
             raise ValueError(f"{name}: `keep_threshold` must be in [0, 1], got {keep_threshold!r}")
         self.targets, self.generator, self.forget_corpus = targets, model, forget_corpus
         self.retain_corpus = retain_corpus
         self.settings = corpus.CorpusSettings(descriptions, questions, max_new_tokens, temperature, top_p, seed)
-        self.retain_n, self.mia_n = retain_per_person, mia_descriptions
+        self.retain_n, self.mia_n, self.swapped_retain = retain_per_person, mia_descriptions, swapped_retain
         self.keep_threshold, self.scorer, self.filter_probes = keep_threshold, scorer, filter_probes
 
         # Probes are read now, so that unknown targets and malformed files fail before any work.
@@ -273,6 +284,7 @@ class RWKU(ForgetRetainDataModule):
                       for r in corpus.cached("questions", {**key, "settings": corpus.settings_dict(settings),
                                                            "person": p, "substitute": None},
                                              lambda p=p: corpus.questions(*model_and_tokenizer(), p, None, settings))]
+        retain += corpus.name_swapped(forget, self.swapped_retain)
         for domain, prompts in self.refusal_retain.items():
             answers = corpus.cached("refusal_answers", {"model": key["model"], "prompts": prompts},
                                     lambda p=prompts: corpus.answer(*model_and_tokenizer(), p))
@@ -284,8 +296,9 @@ class RWKU(ForgetRetainDataModule):
         loaded.clear()
 
         self.forget_records = Records(forget, f"RWKU {self.forget_corpus} of {self.targets}")
+        swapped = f" and {self.swapped_retain} name-swapped copies of the forget corpus" if self.swapped_retain else ""
         self.retain_records = Records(retain, f"RWKU {self.retain_corpus} of {len(self.retain_subjects)} retain "
-                                      "people") if retain else None
+                                      f"people{swapped}") if retain else None
         self.eval_records = {"forget": self.forget_records}
         if self.retain_records is not None:
             self.eval_records["retain"] = self.retain_records

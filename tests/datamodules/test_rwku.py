@@ -296,3 +296,33 @@ def test_refusal_retain_rows_join_the_retain_corpus(chat_model, probes):
         expected = [(q, a) for q, a in zip(prompts[domain]["retain"], answers) if a]
         assert expected and [(r["question"], r["answer"]) for r in rows] == expected
         assert not set(prompts[domain]["retain"]) & set(prompts[domain]["eval"])  # the suite asks other prompts
+
+
+def test_name_swapped_copies():
+    from lit_unlearn.rwku.corpus import SWAP_NAMES, name_swapped, swap_name
+
+    text = "Albert Einstein was born in Ulm. Einstein's theory; Albert moved. Einsteinium is an element."
+    assert swap_name(text, "Albert Einstein", "Daniel Whitfield") == \
+        "Daniel Whitfield was born in Ulm. Whitfield's theory; Daniel moved. Einsteinium is an element."
+    assert swap_name("Ludwig van Beethoven: Beethoven", "Ludwig van Beethoven", "Laura Brennan") == \
+        "Laura Brennan: Brennan"
+    rows = [{"question": "Where did Ada Quill live?", "answer": "Quill lived in Oslo.", "subject": "Ada Quill"},
+            {"text": "No name here.", "subject": "Ada Quill"}]
+    copies = name_swapped(rows, 2)
+    assert copies == [{"question": f"Where did {n} live?", "answer": f"{n.split()[-1]} lived in Oslo.",
+                       "subject": n, "swapped_from": "Ada Quill"} for n in SWAP_NAMES[:2]]
+
+
+def test_swapped_retain_joins_the_retain_corpus(chat_model, probes):
+    from lit_unlearn.rwku import corpus
+
+    with pytest.raises(ValueError, match="`swapped_retain` must be an integer >= 0"):
+        make(chat_model, probes, swapped_retain=-1)
+    with pytest.raises(ValueError, match=r"`retain_corpus` must be the forget corpus's kind \('descriptions'\)"):
+        make(chat_model, probes, retain_corpus="questions", swapped_retain=1)
+    plain, dm = make(chat_model, probes), make(chat_model, probes, swapped_retain=2)
+    plain.setup("fit")
+    dm.setup("fit")
+    n = len(plain.retain_records)
+    assert dm.retain_records.rows[:n] == plain.retain_records.rows
+    assert dm.retain_records.rows[n:] == corpus.name_swapped(dm.forget_records.rows, 2)

@@ -163,7 +163,7 @@ def name_swapped(rows: list[dict], copies: int) -> list[dict]:
             other = SWAP_NAMES[(i * copies + c) % len(SWAP_NAMES)]
             swapped = {k: swap_name(v, name, other) if isinstance(v, str) and k != "subject" else v
                        for k, v in row.items()}
-            if swapped != {**row}:
+            if swapped != row:
                 out.append({**swapped, "subject": other, "swapped_from": name})
     return out
 

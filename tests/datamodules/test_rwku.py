@@ -313,16 +313,24 @@ def test_name_swapped_copies():
                        "subject": n, "swapped_from": "Ada Quill"} for n in SWAP_NAMES[:2]]
 
 
-def test_swapped_retain_joins_the_retain_corpus(chat_model, probes):
+def test_swapped_retain_joins_the_retain_corpus(chat_model, probes, monkeypatch):
     from lit_unlearn.rwku import corpus
 
     with pytest.raises(ValueError, match="`swapped_retain` must be an integer >= 0"):
         make(chat_model, probes, swapped_retain=-1)
     with pytest.raises(ValueError, match=r"`retain_corpus` must be the forget corpus's kind \('descriptions'\)"):
         make(chat_model, probes, retain_corpus="questions", swapped_retain=1)
-    plain, dm = make(chat_model, probes), make(chat_model, probes, swapped_retain=2)
+    # the tiny model never writes a person's name: its texts, each begun with the name (seed 3: not cached yet)
+    real = corpus.descriptions
+    monkeypatch.setattr(corpus, "descriptions", lambda model, tok, name, settings: [
+        {**r, "text": f"{name} {r['text']}"} for r in real(model, tok, name, settings)])
+    plain, dm = make(chat_model, probes, seed=3), make(chat_model, probes, seed=3, swapped_retain=2)
     plain.setup("fit")
     dm.setup("fit")
-    n = len(plain.retain_records)
+    n, forget = len(plain.retain_records), dm.forget_records.rows
+    assert forget and all(r["text"].startswith(f"{TARGET} ") for r in forget)
     assert dm.retain_records.rows[:n] == plain.retain_records.rows
-    assert dm.retain_records.rows[n:] == corpus.name_swapped(dm.forget_records.rows, 2)
+    swapped = dm.retain_records.rows[n:]
+    assert len(swapped) == 2 * len(forget) and swapped == corpus.name_swapped(forget, 2)
+    rest = forget[0]["text"][len(TARGET) + 1:]
+    assert [r["text"] for r in swapped[:2]] == [f"{o} {rest}" for o in corpus.SWAP_NAMES[:2]]

@@ -84,11 +84,12 @@ def test_unlearning_drops_the_forget_part_while_the_retain_part_holds(blur_subje
     suite = BLURSuite(progress=False)
     before = suite.run(load_causal_lm(blur_subject).eval(), blur_data.tokenizer, blur_data, "val").metrics
     data = FictitiousPeople("blur-tiny", batch_size=4, eval_sets=SETS)
-    module = GradAscent(model=blur_subject, optimizer=adamw(3e-3), evaluate_at_start=False)
-    fit(module, data, steps=7, limit_val_batches=0)
+    module = GradAscent(model=blur_subject, optimizer=adamw(2e-3), evaluate_at_start=False)
+    fit(module, data, steps=8, limit_val_batches=0)
     after = suite.run(module.model, data.tokenizer, data, "val").metrics
-    # Calibrated on CPU, models built on 2 threads (1 thread): forget part 0.85 -> 0.2 (1.0 -> 0.05), retain
-    # part 0.95 -> 0.75 (1.0 -> 0.7), selective 0.1 -> 0.7 (0.0 -> 0.7); single forget 0.15 (0.1), retain 0.82 (0.72)
+    # measured, models built on 2 threads with AVX-512 (AVX2) kernels: forget part 0.85 -> 0.2 (0.95 -> 0.1),
+    # retain part 1.0 -> 0.85 (1.0 -> 0.75), selective 0.15 -> 0.75 (0.05 -> 0.7); single forget 0.2 (0.1),
+    # retain 0.92 (0.89). 7 steps at 3e-3 took the AVX2 build's retain part to 0.5.
     forget_drop = before["combined_forget/fact_acc"] - after["combined_forget/fact_acc"]
     retain_drop = before["combined_retain/fact_acc"] - after["combined_retain/fact_acc"]
     assert forget_drop >= 0.5 and retain_drop <= 0.35 and forget_drop - retain_drop >= 0.3

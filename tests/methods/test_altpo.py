@@ -46,7 +46,7 @@ def test_altpo_loss_equals_open_unlearning_dpo(beta):
                beta)
     assert ours.shape == (2,)
     theirs = open_unlearning_dpo(WIN.double(), WIN_REF.double(), LOSE.double(), LOSE_REF.double(), beta)
-    assert ours.mean().item() == pytest.approx(theirs.item(), abs=1e-6)
+    assert ours.mean().item() == pytest.approx(theirs.item(), rel=1e-6)  # float32 against float64 (~27)
     grads_ours = torch.autograd.grad(ours.mean(), (WIN, LOSE))
     grads_theirs = torch.autograd.grad(theirs, (WIN, LOSE))
     for g_ours, g_theirs in zip(grads_ours, grads_theirs):
@@ -70,7 +70,7 @@ def test_altpo_alternates_first_step_and_fit(tiny_subject):
     assert (module.beta, module.forget_weight, module.retain_weight, module.alternate_field) == \
         (0.1, 1.0, 1.0, "perturbed_answer")
     recorder = AlternateRecorder()
-    _, rec = fit_quick(module, steps=8, callbacks=[recorder])
+    _, rec = fit_quick(module, steps=12, callbacks=[recorder])
     data = tiny_data()
     data.setup()
     rows = data.forget_records.rows
@@ -85,14 +85,16 @@ def test_altpo_alternates_first_step_and_fit(tiny_subject):
             assert text == rows[row]["perturbed_answer"][j]
             assert module.idk_set.records.rows[3 * row + j]["question"] == rows[row]["question"]
     # epoch e pairs each question with its alternate e mod 3 (20 forget rows, batches of 4: 5 steps an epoch)
-    assert [epoch for _, epoch, _ in recorder.steps] == [0] * 5 + [1] * 3
+    assert [epoch for _, epoch, _ in recorder.steps] == [0] * 5 + [1] * 5 + [2] * 2
     for index, epoch, alternates in recorder.steps:
         assert alternates == [3 * i + epoch for i in index]
     # step 0: policy = reference for both answers, so the loss is (2/β) log 2
     assert torch.allclose(rec.objectives[0].forget.detach(), torch.full((4,), 20 * math.log(2)), atol=1e-3)
     assert abs(float(rec.objectives[0].logs["margin"])) < 1e-3
     assert float(rec.objectives[-1].logs["margin"]) > 1.0  # the alternates gained on the forget answers
-    assert float(rec.objectives[-1].logs["alternate_log_ratio"]) > 0.0  # and became more likely
+    # and became more likely: DPO does not promise it every step (after 8 steps the alternates' log-ratio is
+    # -0.64 or +0.94 depending on the CPU kernels that built the tiny subject); after 12 it is 2.4 or 3.2
+    assert float(rec.objectives[-1].logs["alternate_log_ratio"]) > 1.0
     start, end = module.summary["start"], module.summary["end"]
     assert end["forget/nll"] > 2 * start["forget/nll"]
 

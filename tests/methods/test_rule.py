@@ -89,7 +89,9 @@ def test_completion_mask_stops_after_the_first_eos():
 
 
 def test_a_positive_advantage_raises_the_sampled_answer(tiny_subject):
-    """One SGD step on GRPO's loss makes the answer with A > 0 likelier and the one with A < 0 less likely."""
+    """One small SGD step on GRPO's loss raises ``J = Σ_i A_i · mean_t log p(answer_i)``: the answer with
+    A > 0 gains on the one with A < 0, by the first-order amount ``lr · ‖∇J‖² / 2`` (the loss's mean over
+    the two answers is ``-J / 2``). Each answer on its own may rise or fall: they share the weights."""
     module = RULE(model=tiny_subject, group_size=2, max_new_tokens=6, beta=0.0)
     module.configure_model()
     torch.manual_seed(0)
@@ -97,14 +99,24 @@ def test_a_positive_advantage_raises_the_sampled_answer(tiny_subject):
     ids, mask, width = module.sample([prompt])
     assert ids.shape[0] == 2 and (ids[0, width:] != ids[1, width:]).any()
     answer_mask = mask[:, width:].float()
-    before = (module.answer_logps(module.model, ids, mask, width) * answer_mask).sum(1).detach()
-    opt = torch.optim.SGD(module.model.parameters(), lr=0.05)
-    loss, _ = grpo_loss(module.answer_logps(module.model, ids, mask, width), before[:, None] * 0,
-                        torch.tensor([1.0, -1.0]), answer_mask, beta=0.0)
+    advantages = torch.tensor([1.0, -1.0])
+
+    def objective() -> torch.Tensor:
+        means = (module.answer_logps(module.model, ids, mask, width) * answer_mask).sum(1) / answer_mask.sum(1)
+        return (advantages * means).sum()
+
+    before = objective().detach()
+    lr = 1e-3
+    opt = torch.optim.SGD(module.model.parameters(), lr=lr)
+    loss, _ = grpo_loss(module.answer_logps(module.model, ids, mask, width), torch.zeros_like(answer_mask),
+                        advantages, answer_mask, beta=0.0)
     loss.mean().backward()
+    grad_sq = sum(float(p.grad.square().sum()) for p in module.model.parameters() if p.grad is not None)
     opt.step()
-    after = (module.answer_logps(module.model, ids, mask, width) * answer_mask).sum(1).detach()
-    assert after[0] > before[0] + 1e-3 and after[1] < before[1] - 1e-3
+    gain = float(objective().detach() - before)
+    predicted = lr * 4 * grad_sq / 2  # ∇J = -2 ∇loss.mean(), so ‖∇J‖² = 4 grad_sq
+    assert predicted > 1e-3
+    assert gain == pytest.approx(predicted, rel=0.1)
 
 
 def test_fit_runs_rejection_steering_then_reinforcement(tiny_subject):

@@ -67,7 +67,7 @@ def test_satimp_defaults_first_step_and_fit_takes_the_facts(tiny_subject):
     module = SatImp(model=tiny_subject, optimizer=adamw(3e-3))
     # configs/trainer/SatImp.yaml: beta1 5, beta2 1, gamma (forget) 0.1, alpha (retain) 1
     assert (module.beta1, module.beta2, module.forget_weight, module.retain_weight) == (5.0, 1.0, 0.1, 1.0)
-    _, rec = fit_quick(module, steps=20)
+    _, rec = fit_quick(module, steps=30)  # forget facts 1.0 -> 0.45 / 0.4 (AVX-512 / AVX2; 20 steps: 0.8 / 0.5)
     data = tiny_data(eval_sets=["forget"])
     data.setup()
     batch = next(iter(data.eval_dataloader(torch.utils.data.Subset(data.forget_set, rec.indices[0].tolist()),

@@ -120,6 +120,13 @@ class RWKU(ForgetRetainDataModule):
             corpus: the same sentences about someone else must stay as they were, so what is
             forgotten is tied to the name (as the anchored generic translations of "Who's Harry
             Potter?"). Needs ``retain_corpus`` equal to ``forget_corpus``; 0: none.
+        retain_probe_levels: probe levels (``["1"]``, ``["1", "2"]``) whose probes about the retain
+            people join the retain corpus as text: framed as the suite frames probes (chat turn,
+            instruction, ``Answer:``) and followed by the reference answer. The retain loss then
+            holds the model's behaviour on the probe format itself, which the neighbors' probes
+            share; the suite never asks about retain people, and retain people who are neighbors
+            are refused. Needs ``retain_corpus: descriptions`` and probes about the retain people
+            in ``forget_probes``; ``[]``: none.
         **kwargs: :class:`ForgetRetainDataModule` options (``batch_size``, ``max_length``, ...).
     """
 
@@ -131,7 +138,8 @@ class RWKU(ForgetRetainDataModule):
                  max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
                  keep_threshold: float = 0.5, scorer: str = "rouge", filter_probes: bool = True,
                  refusal_retain: list[str] | None = None, refusal_prompts: str | None = None,
-                 swapped_retain: int = 0, batch_size: int = 4, max_length: int = 192, **kwargs: Any) -> None:
+                 swapped_retain: int = 0, retain_probe_levels: list[str] | None = None, batch_size: int = 4,
+                 max_length: int = 192, **kwargs: Any) -> None:
         name = "RWKU"
         targets = [targets] if isinstance(targets, str) else list(targets)
         if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
@@ -210,6 +218,7 @@ class RWKU(ForgetRetainDataModule):
                 raise ValueError(f"{name}: `refusal_retain` names {unknown}, which have no retain prompts; domains "
                                  f"with some: {sorted(d for d in prompts if prompts[d]['retain'])}")
             self.refusal_retain = {d: prompts[d]["retain"] for d in refusal_retain}
+        self.retain_probes = self._retain_probes(name, retain_probe_levels, forget_rows, retain_corpus)
         self.probe_counts: dict[str, tuple[int, int]] = {}
         self._built = False
         # The corpora do not exist before the start model writes them (in setup); until then the
@@ -217,6 +226,27 @@ class RWKU(ForgetRetainDataModule):
         stand_in = [{"text": f"(written by the start model about {', '.join(targets)} at setup)"}]
         super().__init__(forget=stand_in, retain=None, eval_sets={}, batch_size=batch_size, max_length=max_length,
                          chat_template=True, **kwargs)
+
+    def _retain_probes(self, name: str, levels: list[str] | None, rows: list[dict], retain_corpus: str) -> list[dict]:
+        """The probes about the retain people at ``levels`` (checked here, before any work)."""
+        if not levels:
+            return []
+        if isinstance(levels, str) or not all(lv in ("1", "2", "3") for lv in levels):
+            raise ValueError(f"{name}: `retain_probe_levels` must be a list of probe levels among '1', '2', '3', "
+                             f"got {levels!r}")
+        if retain_corpus != "descriptions":
+            raise ValueError(f"{name}: `retain_probe_levels` adds text rows to the retain corpus; it needs "
+                             f"`retain_corpus: descriptions`, got {retain_corpus!r}")
+        if set(self.retain_subjects) & set(self.neighbors):
+            raise ValueError(f"{name}: `retain_probe_levels` would train on the probes of neighbors the suite "
+                             f"evaluates: {sorted(set(self.retain_subjects) & set(self.neighbors))}")
+        evaluated = {(r["query"], r["answer"]) for probes in self.probes.values() for r in probes}
+        picked = [r for r in rows if r["subject"] in self.retain_subjects and r["level"] in levels
+                  and (r["query"], r["answer"]) not in evaluated]
+        if not picked:
+            raise ValueError(f"{name}: `retain_probe_levels` {list(levels)}: `forget_probes` has no probes at those "
+                             f"levels about the retain people {self.retain_subjects[:10]}")
+        return picked
 
     # ---------------------------------------------------------------- building
     def _generator_path(self) -> str:
@@ -285,6 +315,13 @@ class RWKU(ForgetRetainDataModule):
                                                            "person": p, "substitute": None},
                                              lambda p=p: corpus.questions(*model_and_tokenizer(), p, None, settings))]
         retain += corpus.name_swapped(forget, self.swapped_retain)
+        if self.retain_probes:
+            from lit_unlearn.evaluation.rwku_probes import probe_prompt
+            from lit_unlearn.models import load_tokenizer
+
+            tokenizer = load_tokenizer(path)
+            retain += [{"text": f"{probe_prompt(r, tokenizer)} {r['answer']}", "subject": r["subject"]}
+                       for r in self.retain_probes]
         for domain, prompts in self.refusal_retain.items():
             answers = corpus.cached("refusal_answers", {"model": key["model"], "prompts": prompts},
                                     lambda p=prompts: corpus.answer(*model_and_tokenizer(), p))
@@ -297,6 +334,8 @@ class RWKU(ForgetRetainDataModule):
 
         self.forget_records = Records(forget, f"RWKU {self.forget_corpus} of {self.targets}")
         swapped = f" and {self.swapped_retain} name-swapped copies of the forget corpus" if self.swapped_retain else ""
+        if self.retain_probes:
+            swapped += f" and {len(self.retain_probes)} of their probes"
         self.retain_records = Records(retain, f"RWKU {self.retain_corpus} of {len(self.retain_subjects)} retain "
                                       f"people{swapped}") if retain else None
         self.eval_records = {"forget": self.forget_records}

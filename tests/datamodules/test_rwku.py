@@ -334,3 +334,39 @@ def test_swapped_retain_joins_the_retain_corpus(chat_model, probes, monkeypatch)
     assert len(swapped) == 2 * len(forget) and swapped == corpus.name_swapped(forget, 2)
     rest = forget[0]["text"][len(TARGET) + 1:]
     assert [r["text"] for r in swapped[:2]] == [f"{o} {rest}" for o in corpus.SWAP_NAMES[:2]]
+
+
+def test_retain_probe_levels_add_the_retain_peoples_probes_as_the_suite_frames_them(chat_model, probes):
+    from lit_unlearn.evaluation.rwku_probes import probe_prompt
+
+    rows, neighbors = probes
+    own = [{"subject": "Bo Rill", "query": "Bo Rill moved to ___ in 1990.", "answer": "Oslo", "level": "1"},
+           {"subject": "Bo Rill", "query": "Bo Rill wrote ___.", "answer": "Two Rivers", "level": "1"},
+           {"subject": "Bo Rill", "query": "What did Bo Rill study?", "answer": "law", "level": "2"},
+           {**neighbors[0], "subject": "Bo Rill"}]  # a neighbor probe the suite evaluates: never trained on
+    assert neighbors[0]["level"] == "1"
+    with_own = rows + own
+    for bad, match in ((["4"], "must be a list of probe levels among '1', '2', '3', got \\['4'\\]"),
+                       ("1", "must be a list of probe levels"),
+                       (["1"], "needs `retain_corpus: descriptions`, got 'questions'")):
+        with pytest.raises(ValueError, match=match):
+            make(chat_model, (with_own, neighbors), retain_probe_levels=bad,
+                 **({"retain_corpus": "questions"} if "questions" in match else {}))
+    with pytest.raises(ValueError, match=r"has no probes at those levels about the retain people \['Cy Vane'\]"):
+        make(chat_model, (with_own, neighbors), retain_probe_levels=["1"], retain_subjects=["Cy Vane"])
+    with pytest.raises(ValueError, match=r"the probes of neighbors the suite evaluates: \['Galileo Galilei', 'Isaac"):
+        RWKU(targets=["Albert Einstein"], model=chat_model, retain_subjects="neighbors", retain_probe_levels=["1"])
+
+    plain = make(chat_model, (with_own, neighbors), seed=3)
+    dm = make(chat_model, (with_own, neighbors), seed=3, retain_probe_levels=["1"])
+    plain.setup("fit")
+    dm.setup("fit")
+    n, tok = len(plain.retain_records), load_tokenizer(chat_model)
+    assert dm.retain_records.rows[:n] == plain.retain_records.rows
+    added = dm.retain_records.rows[n:]
+    assert added == [{"text": f"<u>Please complete the blank in the following question.\nQuestion: {r['query']}\n"
+                              f"</u><a>Answer: {r['answer']}", "subject": "Bo Rill"} for r in own[:2]]
+    assert added[0]["text"] == f"{probe_prompt(own[0], tok)} Oslo"
+    assert "and 2 of their probes" in dm.retain_records.origin
+    both = make(chat_model, (with_own, neighbors), seed=3, retain_probe_levels=["1", "2"])
+    assert [r["query"] for r in both.retain_probes] == [r["query"] for r in own[:3]]

@@ -333,11 +333,11 @@ class RWKU(ForgetRetainDataModule):
         loaded.clear()
 
         self.forget_records = Records(forget, f"RWKU {self.forget_corpus} of {self.targets}")
-        swapped = f" and {self.swapped_retain} name-swapped copies of the forget corpus" if self.swapped_retain else ""
+        added = f" and {self.swapped_retain} name-swapped copies of the forget corpus" if self.swapped_retain else ""
         if self.retain_probes:
-            swapped += f" and {len(self.retain_probes)} of their probes"
+            added += f" and {len(self.retain_probes)} of their probes"
         self.retain_records = Records(retain, f"RWKU {self.retain_corpus} of {len(self.retain_subjects)} retain "
-                                      f"people{swapped}") if retain else None
+                                      f"people{added}") if retain else None
         self.eval_records = {"forget": self.forget_records}
         if self.retain_records is not None:
             self.eval_records["retain"] = self.retain_records

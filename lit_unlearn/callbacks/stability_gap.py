@@ -39,17 +39,24 @@ class StabilityGap(Callback):
         sets: evaluation sets to track; ``retain`` is required, missing others are skipped.
         window: w for windowed forgetting, in optimizer steps.
         seed: seed of the subsets.
+        metric: ``"auto"`` (fact accuracy where records mark fact spans, else token accuracy) or
+            ``"token_acc"`` (always token accuracy: for spans that are not answers, such as the
+            target's name marked by ``RWKU(name_spans=true)``).
     """
 
     def __init__(self, every_n_steps: int = 5, subset_size: int = 16,
-                 sets: tuple[str, ...] = ("forget", "retain", "neighbor"), window: int = 10, seed: int = 0) -> None:
+                 sets: tuple[str, ...] = ("forget", "retain", "neighbor"), window: int = 10, seed: int = 0,
+                 metric: str = "auto") -> None:
         for name, value in (("every_n_steps", every_n_steps), ("subset_size", subset_size), ("window", window)):
             checks.positive_int("StabilityGap", name, value)
         if "retain" not in sets:
             raise ValueError(f"StabilityGap: `sets` must include 'retain' (the curve the gap is measured on), "
                              f"got {sets!r}")
+        if metric not in ("auto", "token_acc"):
+            raise ValueError(f"StabilityGap: `metric` must be 'auto' or 'token_acc', got {metric!r}")
         self.every_n_steps, self.subset_size, self.sets, self.window, self.seed = (
             every_n_steps, subset_size, tuple(sets), window, seed)
+        self.metric = metric
         self.history: list[dict[str, float]] = []
         self.last: dict[str, float] = {}
 
@@ -103,7 +110,7 @@ class StabilityGap(Callback):
                                      else b["fact_mask"][:, cut:])
         out = {}
         for name, idx in self._groups.items():
-            if "fact_correct" in stats and bool(b["has_fact"][idx].all()):
+            if self.metric == "auto" and "fact_correct" in stats and bool(b["has_fact"][idx].all()):
                 out[name] = float(stats["fact_correct"][idx].float().mean())
             else:
                 out[name] = float(stats["correct"][idx].sum() / stats["tokens"][idx].sum())

@@ -3,7 +3,8 @@
 A ``TokenBatch`` is ``{"input_ids" [B, T], "attention_mask" [B, T], "labels" [B, T],
 "index" [B]}`` with ``labels == -100`` on prompt and padding tokens, plus ``fact_mask``
 ``[B, T]`` (True on the tokens of the fact span) and ``has_fact`` ``[B]`` when the records
-mark a fact span.
+mark a fact span (QA: ``[start, end]`` in the answer; text: ``[start, end]`` or a list of
+them, in the text).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def encode(
         examples = _encode_qa(records, tokenizer, role, fields, answer_key, fact_span_key, prompt_template,
                               chat_template, max_length)
     else:
-        examples = _encode_text(records, tokenizer, fields, max_length)
+        examples = _encode_text(records, tokenizer, fields, fact_span_key, max_length, role)
     return EncodedSet(role, records, examples)
 
 
@@ -137,17 +138,35 @@ def _encode_qa(records, tokenizer, role, fields, answer_key, fact_span_key, temp
     return out
 
 
-def _encode_text(records, tokenizer, fields, max_length):
+def _text_spans(value: Any, role: str, where: str, key: str) -> list[tuple[int, int]]:
+    """A text record's fact spans: ``[start, end]`` or a list of them (character offsets)."""
+    spans = [value] if len(value) == 2 and all(isinstance(v, int) for v in value) else value
+    if not all(isinstance(sp, (list, tuple)) and len(sp) == 2 and all(isinstance(v, int) for v in sp)
+               and 0 <= sp[0] <= sp[1] for sp in spans):
+        raise ValueError(f"{role}: field '{key}' of {where} must be [start, end] or a list of them (character "
+                         f"offsets into the text), got {value!r}")
+    return [(int(a), int(b)) for a, b in spans]
+
+
+def _encode_text(records, tokenizer, fields, fact_span_key, max_length, role):
     texts = [r[fields.text] for r in records.rows]
-    enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    marked = any(r.get(fact_span_key) for r in records.rows)
+    enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
+                    return_offsets_mapping=marked)
     eos = tokenizer.eos_token_id
     out = []
-    for ids in enc:
+    for i, ids in enumerate(enc["input_ids"]):
+        fact = None
+        if marked and records.rows[i].get(fact_span_key):
+            spans = _text_spans(records.rows[i][fact_span_key], role, records.where(i), fact_span_key)
+            fact = torch.tensor([any(s < e_span and e > s_span for s_span, e_span in spans) and e > s
+                                 for s, e in enc["offset_mapping"][i]], dtype=torch.bool)
         if eos is not None and len(ids) < max_length:
             ids = ids + [eos]
+            fact = None if fact is None else torch.cat([fact, fact.new_zeros(1)])
         labels = list(ids)
         labels[0] = IGNORE_INDEX  # never predicted
-        out.append((torch.tensor(ids), torch.tensor(labels), None))
+        out.append((torch.tensor(ids), torch.tensor(labels), fact if fact is not None and fact.any() else None))
     return out
 
 

@@ -33,7 +33,11 @@ class RMU(UnlearningModule):
         trainable: regexes over parameter names; default the MLP down-projections of ℓ-2..ℓ.
         steering_coeff: c (6.5 on 7B WMDP, 300 on TOFU; scales with the activation norm).
         retain_weight: α (1200 on 7B WMDP, 1000 on TOFU).
-        token_scope: ``"all"`` attended tokens (prompt and answer) or ``"answer"`` tokens only.
+        token_scope: ``"all"`` attended tokens (prompt and answer), ``"answer"`` tokens only, or
+            ``"fact"``: on the forget side only the tokens of the records' fact spans (the batch's
+            ``fact_mask``, e.g. the target's name with ``RWKU(name_spans=true)``), all attended
+            tokens on the retain side. Knowledge about a subject is read from its name's tokens in
+            early and middle MLP layers (ROME), so steering only those ties the forgetting to the name.
         seed: seed of the control vector u; None (default): the ``seed_everything`` seed (0 without it).
         **kwargs: see :class:`UnlearningModule` (published lr 5e-5).
     """
@@ -51,8 +55,9 @@ class RMU(UnlearningModule):
         if not isinstance(layer, int) or layer < 0:
             raise ValueError(f"{type(self).__name__}: `layer` must be an integer >= 0, got {layer!r}")
         checks.positive(type(self).__name__, "steering_coeff", steering_coeff)
-        if token_scope not in ("all", "answer"):
-            raise ValueError(f"{type(self).__name__}: `token_scope` must be 'all' or 'answer', got {token_scope!r}")
+        if token_scope not in ("all", "answer", "fact"):
+            raise ValueError(f"{type(self).__name__}: `token_scope` must be 'all', 'answer' or 'fact', got "
+                             f"{token_scope!r}")
         self.layer, self.trainable_patterns, self.steering_coeff = layer, trainable, float(steering_coeff)
         self.token_scope, self.seed = token_scope, seed
         self.retain_kind = "activation"
@@ -106,9 +111,20 @@ class RMU(UnlearningModule):
 
     # ---------------------------------------------------------------- activations
     def token_mask(self, batch: dict[str, Tensor]) -> Tensor:
+        """The tokens whose activations count (retain side; the forget side: :meth:`forget_mask`)."""
         if self.token_scope == "answer":
             return batch["labels"] != -100
         return batch["attention_mask"].bool()
+
+    def forget_mask(self, batch: dict[str, Tensor]) -> Tensor:
+        """The forget tokens steered to ``c·u``: :meth:`token_mask`, or the fact-span tokens."""
+        if self.token_scope != "fact":
+            return self.token_mask(batch)
+        if "fact_mask" not in batch:
+            raise ValueError(f"{type(self).__name__}: `token_scope: fact` steers the forget records' fact-span "
+                             "tokens, but the forget batch has none; mark them (`fact_span` on the records, or "
+                             "`RWKU(name_spans=true)`) or use token_scope 'all'")
+        return batch["fact_mask"] & batch["attention_mask"].bool()
 
     def hidden(self, batch: dict[str, Tensor]) -> Tensor:
         """Layer-ℓ activations ``[B, T, D]`` of the trained model (the forward stops at ℓ)."""
@@ -145,7 +161,7 @@ class RMU(UnlearningModule):
         forget = batch["forget"]
         target = self.steering_coeff * self.control
         h = self.hidden(forget)
-        forget_loss = activation_distance(h, target, self.token_mask(forget))
+        forget_loss = activation_distance(h, target, self.forget_mask(forget))
         return Objectives(forget=forget_loss, retain=self.retain_objective(batch["retain"]),
                           logs={"forget_activation_norm": h.detach().float().norm(dim=-1).mean()})
 
@@ -203,7 +219,7 @@ class SRMU(RMU):
 
     def objectives(self, batch: dict[str, Any]) -> Objectives:
         forget, retain = batch["forget"], batch["retain"]
-        mask_f, mask_r = self.token_mask(forget), self.token_mask(retain)
+        mask_f, mask_r = self.forget_mask(forget), self.token_mask(retain)
         ref_f, ref_r = self.reference_hidden(forget), self.reference_hidden(retain)
         self._update_stats(ref_f, mask_f, ref_r, mask_r)
         m, v = self.importance()

@@ -1,4 +1,5 @@
 import pytest
+import torch
 from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -56,6 +57,27 @@ def test_callback_tracks_the_curves_and_resumes(tiny_subject, tmp_path):
     assert [h["step"] for h in resumed.history] == [0, 2, 4, 6, 8, 10]
     for a, b in zip(resumed.history, sg.history):
         assert a == pytest.approx(b)
+
+
+def test_token_acc_metric_ignores_fact_spans(tiny_subject, tmp_path):
+    tok = StabilityGap(every_n_steps=5, subset_size=8, metric="token_acc")  # 5 steps: measured at 0 and 5
+    trainer = train(tiny_subject, [tok], max_epochs=1, root=tmp_path)
+    b, model = tok._batch, trainer.lightning_module.model
+    assert bool(b["has_fact"][tok._groups["forget"]].all())  # the tiny forget set marks fact spans
+    with torch.no_grad():
+        logits = model.eval()(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                              position_ids=b["position_ids"]).logits
+    labels = b["labels"][:, 1:]
+    right = (logits[:, :-1].argmax(-1) == labels) & (labels != -100)
+    measured = tok.accuracies(model)
+    for name, idx in tok._groups.items():  # token accuracy by hand, on every set
+        expected = right[idx].sum().item() / (labels[idx] != -100).sum().item()
+        assert measured[name] == pytest.approx(expected, abs=1e-6)
+    assert measured["forget"] == pytest.approx(tok.history[-1]["forget_acc"], abs=1e-6)
+    tok.metric = "auto"  # the default scores the forget set's facts instead
+    assert tok.accuracies(model)["forget"] != pytest.approx(measured["forget"], abs=1e-3)
+    with pytest.raises(ValueError, match="`metric` must be 'auto' or 'token_acc', got 'fact'"):
+        StabilityGap(metric="fact")
 
 
 def test_needs_retain_in_sets():

@@ -58,6 +58,23 @@ def test_text_records_score_every_token(tokenizer):
     assert labels[0] == -100 and (labels[1:] == ids[1:]).all() and fact is None
 
 
+def test_text_records_mark_their_fact_spans(tokenizer):
+    text = "Ann Lee was born in Paris. Later Ann Lee moved."
+    rows = Records([{"text": text, "fact_span": [[0, 7], [33, 40]]}, {"text": text, "fact_span": [20, 25]},
+                    {"text": text, "fact_span": []}], "t")
+    data = encode(rows, tokenizer, role="forget", max_length=64)
+    ids, labels, fact, _ = data[0]
+    assert fact.shape == ids.shape and not fact[-1]  # eos unmarked
+    marked = [tokenizer.decode(ids[i]).strip() for i in fact.nonzero().flatten()]
+    assert "".join(marked) == "AnnLeeAnnLee"
+    assert tokenizer.decode(data[1][0][data[1][2]]).strip() == "Paris"
+    assert data[2][2] is None
+    batch = collate([data[0], data[2]], tokenizer.pad_token_id)
+    assert batch["has_fact"].tolist() == [True, False] and batch["fact_mask"][0].sum() == fact.sum()
+    with pytest.raises(ValueError, match=r"forget: field 'fact_span' of row 0 of t must be \[start, end\] or a list"):
+        encode(Records([{"text": text, "fact_span": [[3, 1]]}], "t"), tokenizer, role="forget")
+
+
 def test_left_padding(tokenizer):
     data = encode(RECORDS, tokenizer, role="forget")
     batch = collate([data[0], data[1]], tokenizer.pad_token_id, padding_side="left")

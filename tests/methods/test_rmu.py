@@ -107,3 +107,24 @@ def test_rmu_control_vector_follows_seed_everything_unless_seeded(tiny_subject, 
     assert torch.equal(control(), control(global_seed=0))
     assert not torch.equal(control(global_seed=1), control(global_seed=2))
     assert torch.equal(control(seed=5, global_seed=1), control(seed=5, global_seed=2))
+
+
+def test_rmu_fact_scope_steers_only_the_fact_tokens_and_keeps_all_retain_tokens(tiny_subject):
+    module = RMU(model=tiny_subject, layer=1, steering_coeff=20.0, token_scope="fact")
+    module.configure_model()
+    forget, retain = first_batch("forget", batch_size=3), first_batch("retain", batch_size=3)
+    fact = torch.zeros_like(forget["attention_mask"], dtype=torch.bool)
+    fact[0, 2:4], fact[1, 1] = True, True  # row 2 marks nothing: it is not steered
+    out = module.objectives({"forget": {**forget, "fact_mask": fact}, "retain": retain})
+    with torch.no_grad():
+        h = module.hidden(forget)
+        target = 20.0 * module.control
+        expected = [(h[0, 2:4] - target).square().mean(), (h[1, 1] - target).square().mean(), torch.tensor(0.0)]
+        all_tokens = activation_distance(module.reference_hidden(retain), module.hidden(retain),
+                                         retain["attention_mask"].bool())
+    assert torch.allclose(out.forget.detach(), torch.stack(expected), rtol=1e-5)
+    assert torch.allclose(out.retain.detach(), all_tokens, rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="`token_scope: fact` steers the forget records' fact-span tokens"):
+        module.objectives({"forget": {k: v for k, v in forget.items() if k != "fact_mask"}, "retain": retain})
+    with pytest.raises(ValueError, match="must be 'all', 'answer' or 'fact', got 'name'"):
+        RMU(model=tiny_subject, token_scope="name")

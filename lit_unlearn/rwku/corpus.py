@@ -152,6 +152,19 @@ def swap_name(text: str, name: str, other: str) -> str:
     return text
 
 
+def name_spans(text: str, name: str) -> list[list[int]]:
+    """Character spans ``[start, end]`` of ``name`` in ``text``, and of its first and last words
+    on their own (the mentions :func:`swap_name` replaces), in order."""
+    parts = name.split()
+    words = [name] + ([parts[-1], parts[0]] if len(parts) > 1 else [])
+    spans: list[list[int]] = []
+    for word in words:
+        for m in re.finditer(rf"\b{re.escape(word)}\b", text):
+            if not any(a <= m.start() < b for a, b in spans):
+                spans.append([m.start(), m.end()])
+    return sorted(spans)
+
+
 def name_swapped(rows: list[dict], copies: int) -> list[dict]:
     """``copies`` copies of each row whose ``subject`` is named in it, every string field with the
     subject's name swapped for a made-up person's (:data:`SWAP_NAMES`, in turn); the copies'

@@ -9,6 +9,7 @@ about the targets, the retain corpus the same about other people
 from __future__ import annotations
 
 import json
+import random
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,14 @@ class RWKU(ForgetRetainDataModule):
             share; the suite never asks about retain people, and retain people who are neighbors
             are refused. Needs ``retain_corpus: descriptions`` and probes about the retain people
             in ``forget_probes``; ``[]``: none.
+        retain_probe_rows: at most this many of those probes (a sample seeded by ``seed``, in file
+            order), so that they do not crowd out the rest of the retain corpus (with the shipped
+            set, one target has ~500 level-1 probes about the retain people against 64
+            name-swapped copies); null: all.
+        name_spans: mark each forget row's mentions of its target (the full name, and its first and
+            last words on their own) as the row's ``fact_span`` list, for methods that act on those
+            tokens only (``RMU(token_scope="fact")``). Needs ``forget_corpus: descriptions``; the
+            name-swapped copies are made before, unmarked.
         **kwargs: :class:`ForgetRetainDataModule` options (``batch_size``, ``max_length``, ...).
     """
 
@@ -138,7 +147,8 @@ class RWKU(ForgetRetainDataModule):
                  max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
                  keep_threshold: float = 0.5, scorer: str = "rouge", filter_probes: bool = True,
                  refusal_retain: list[str] | None = None, refusal_prompts: str | None = None,
-                 swapped_retain: int = 0, retain_probe_levels: list[str] | None = None, batch_size: int = 4,
+                 swapped_retain: int = 0, retain_probe_levels: list[str] | None = None,
+                 retain_probe_rows: int | None = None, name_spans: bool = False, batch_size: int = 4,
                  max_length: int = 192, **kwargs: Any) -> None:
         name = "RWKU"
         targets = [targets] if isinstance(targets, str) else list(targets)
@@ -162,6 +172,9 @@ class RWKU(ForgetRetainDataModule):
             raise ValueError(f"{name}: `swapped_retain` copies forget rows into the retain corpus, so "
                              f"`retain_corpus` must be the forget corpus's kind ({forget_corpus!r}), got "
                              f"{retain_corpus!r}")
+        if name_spans and forget_corpus != "descriptions":
+            raise ValueError(f"{name}: `name_spans` marks the target's name in forget texts; it needs "
+                             f"`forget_corpus: descriptions`, got {forget_corpus!r}")
         if not 0 <= keep_threshold <= 1:
             raise ValueError(f"{name}: `keep_threshold` must be in [0, 1], got {keep_threshold!r}")
         self.targets, self.generator, self.forget_corpus = targets, model, forget_corpus
@@ -169,6 +182,7 @@ class RWKU(ForgetRetainDataModule):
         self.settings = corpus.CorpusSettings(descriptions, questions, max_new_tokens, temperature, top_p, seed)
         self.retain_n, self.mia_n, self.swapped_retain = retain_per_person, mia_descriptions, swapped_retain
         self.keep_threshold, self.scorer, self.filter_probes = keep_threshold, scorer, filter_probes
+        self.name_spans = bool(name_spans)
 
         # Probes are read now, so that unknown targets and malformed files fail before any work.
         forget_rows = _probe_source(forget_probes, "forget_probes")
@@ -218,7 +232,15 @@ class RWKU(ForgetRetainDataModule):
                 raise ValueError(f"{name}: `refusal_retain` names {unknown}, which have no retain prompts; domains "
                                  f"with some: {sorted(d for d in prompts if prompts[d]['retain'])}")
             self.refusal_retain = {d: prompts[d]["retain"] for d in refusal_retain}
+        if retain_probe_rows is not None:
+            if not retain_probe_levels:
+                raise ValueError(f"{name}: `retain_probe_rows` limits the probes of `retain_probe_levels`, which is "
+                                 "not set")
+            checks.positive_int(name, "retain_probe_rows", retain_probe_rows)
         self.retain_probes = self._retain_probes(name, retain_probe_levels, forget_rows, retain_corpus)
+        if retain_probe_rows is not None and len(self.retain_probes) > retain_probe_rows:
+            picked = sorted(random.Random(seed).sample(range(len(self.retain_probes)), retain_probe_rows))
+            self.retain_probes = [self.retain_probes[i] for i in picked]
         self.probe_counts: dict[str, tuple[int, int]] = {}
         self._built = False
         # The corpora do not exist before the start model writes them (in setup); until then the
@@ -315,6 +337,11 @@ class RWKU(ForgetRetainDataModule):
                                                            "person": p, "substitute": None},
                                              lambda p=p: corpus.questions(*model_and_tokenizer(), p, None, settings))]
         retain += corpus.name_swapped(forget, self.swapped_retain)
+        if self.name_spans:
+            forget = [{**r, "fact_span": corpus.name_spans(r["text"], r["subject"])} for r in forget]
+            named = sum(1 for r in forget if r["fact_span"])
+            print(f"lit-unlearn: RWKU: the target's name is marked in {named} of {len(forget)} forget texts "
+                  f"({sum(len(r['fact_span']) for r in forget)} mentions)", flush=True)
         if self.retain_probes:
             from lit_unlearn.evaluation.rwku_probes import probe_prompt
             from lit_unlearn.models import load_tokenizer

@@ -2,6 +2,8 @@
 (cached), probes filtered to those the start model answers, RWKUSuite's numbers checked by hand,
 in-context unlearning's instruction in the prompts, and clear errors."""
 
+import random
+
 import pytest
 import torch
 
@@ -370,3 +372,46 @@ def test_retain_probe_levels_add_the_retain_peoples_probes_as_the_suite_frames_t
     assert "and 2 of their probes" in dm.retain_records.origin
     both = make(chat_model, (with_own, neighbors), seed=3, retain_probe_levels=["1", "2"])
     assert [r["query"] for r in both.retain_probes] == [r["query"] for r in own[:3]]
+
+
+def test_retain_probe_rows_keep_a_seeded_sample_in_file_order(chat_model, probes):
+    rows, neighbors = probes
+    own = [{"subject": "Bo Rill", "query": f"Bo Rill's fact {i} is ___.", "answer": f"a{i}", "level": "1"}
+           for i in range(10)]
+    every = make(chat_model, (rows + own, neighbors), retain_probe_levels=["1"]).retain_probes
+    assert every == own
+    some = make(chat_model, (rows + own, neighbors), seed=3, retain_probe_levels=["1"], retain_probe_rows=4)
+    picked = sorted(random.Random(3).sample(range(10), 4))
+    assert some.retain_probes == [own[i] for i in picked]
+    again = make(chat_model, (rows + own, neighbors), seed=3, retain_probe_levels=["1"], retain_probe_rows=4)
+    other = make(chat_model, (rows + own, neighbors), seed=4, retain_probe_levels=["1"], retain_probe_rows=4)
+    assert again.retain_probes == some.retain_probes != other.retain_probes
+    many = make(chat_model, (rows + own, neighbors), retain_probe_levels=["1"], retain_probe_rows=50)
+    assert many.retain_probes == own
+    with pytest.raises(ValueError, match="`retain_probe_rows` limits the probes of `retain_probe_levels`, which is"):
+        make(chat_model, (rows + own, neighbors), retain_probe_rows=4)
+    with pytest.raises(ValueError, match="retain_probe_rows"):
+        make(chat_model, (rows + own, neighbors), retain_probe_levels=["1"], retain_probe_rows=0)
+
+
+def test_name_spans_mark_the_target_in_the_forget_texts_only(chat_model, probes, monkeypatch):
+    from lit_unlearn.rwku import corpus
+
+    with pytest.raises(ValueError, match="`name_spans` marks the target's name in forget texts; it needs "
+                                         "`forget_corpus: descriptions`, got 'questions'"):
+        make(chat_model, probes, forget_corpus="questions", name_spans=True)
+    real = corpus.descriptions  # the tiny model never writes a name: put it in (seed 11: not cached yet)
+    monkeypatch.setattr(corpus, "descriptions", lambda model, tok, name, settings: [
+        {**r, "text": f"{name} {r['text']} {name.split()[-1]}."} for r in real(model, tok, name, settings)])
+    dm = make(chat_model, probes, seed=11, swapped_retain=1, name_spans=True)
+    dm.setup("fit")
+    forget = dm.forget_records.rows
+    assert forget
+    for r in forget:
+        assert [r["text"][a:b] for a, b in r["fact_span"]] == [TARGET, "Quill"]
+        assert r["fact_span"][0] == [0, len(TARGET)]
+    swapped = [r for r in dm.retain_records.rows if "swapped_from" in r]
+    assert len(swapped) == len(forget) and not any("fact_span" in r for r in swapped)
+    batch = next(iter(dm.train_dataloader()))["forget"]
+    assert batch["fact_mask"].any(-1).all()
+    assert corpus.name_spans("Ada Quill met Quillan; Ada left.", "Ada Quill") == [[0, 9], [23, 26]]

@@ -140,9 +140,12 @@ def _encode_qa(records, tokenizer, role, fields, answer_key, fact_span_key, temp
 
 def _text_spans(value: Any, role: str, where: str, key: str) -> list[tuple[int, int]]:
     """A text record's fact spans: ``[start, end]`` or a list of them (character offsets)."""
-    spans = [value] if len(value) == 2 and all(isinstance(v, int) for v in value) else value
-    if not all(isinstance(sp, (list, tuple)) and len(sp) == 2 and all(isinstance(v, int) for v in sp)
-               and 0 <= sp[0] <= sp[1] for sp in spans):
+    pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value)
+    spans = [value] if pair else value
+    ok = isinstance(spans, (list, tuple)) and all(
+        isinstance(sp, (list, tuple)) and len(sp) == 2 and all(isinstance(v, int) for v in sp) and 0 <= sp[0] <= sp[1]
+        for sp in spans)
+    if not ok:
         raise ValueError(f"{role}: field '{key}' of {where} must be [start, end] or a list of them (character "
                          f"offsets into the text), got {value!r}")
     return [(int(a), int(b)) for a, b in spans]

@@ -73,6 +73,8 @@ def test_text_records_mark_their_fact_spans(tokenizer):
     assert batch["has_fact"].tolist() == [True, False] and batch["fact_mask"][0].sum() == fact.sum()
     with pytest.raises(ValueError, match=r"forget: field 'fact_span' of row 0 of t must be \[start, end\] or a list"):
         encode(Records([{"text": text, "fact_span": [[3, 1]]}], "t"), tokenizer, role="forget")
+    with pytest.raises(ValueError, match=r"field 'fact_span' of row 0 of t must be \[start, end\] or a list"):
+        encode(Records([{"text": text, "fact_span": 7}], "t"), tokenizer, role="forget")
 
 
 def test_left_padding(tokenizer):

@@ -129,13 +129,17 @@ def _encode_qa(records, tokenizer, role, fields, answer_key, fact_span_key, temp
         if span is not None:
             start, end = int(span[0]) + len(seps[i]), int(span[1]) + len(seps[i])
             fact = torch.zeros(len(ids), dtype=torch.bool)
-            for j, (s, e) in enumerate(a_enc["offset_mapping"][i][:n_answer]):
-                if s < end and e > start:
-                    fact[len(prompt) + j] = True
+            offsets = a_enc["offset_mapping"][i][:n_answer]  # the answer's tokens; the EOS has none
+            fact[len(prompt):len(prompt) + len(offsets)] = _span_mask(offsets, [(start, end)])
             if not fact.any():  # the fact span was cut by max_length or is empty
                 fact = None
         out.append((torch.tensor(ids), torch.tensor(labels), fact))
     return out
+
+
+def _span_mask(offsets, spans) -> torch.Tensor:
+    """True on the tokens whose character ``offsets`` overlap one of ``spans``."""
+    return torch.tensor([any(s < end and e > start for start, end in spans) for s, e in offsets], dtype=torch.bool)
 
 
 def _text_spans(value: Any, role: str, where: str, key: str) -> list[tuple[int, int]]:
@@ -162,8 +166,7 @@ def _encode_text(records, tokenizer, fields, fact_span_key, max_length, role):
         fact = None
         if marked and records.rows[i].get(fact_span_key):
             spans = _text_spans(records.rows[i][fact_span_key], role, records.where(i), fact_span_key)
-            fact = torch.tensor([any(s < e_span and e > s_span for s_span, e_span in spans) and e > s
-                                 for s, e in enc["offset_mapping"][i]], dtype=torch.bool)
+            fact = _span_mask(enc["offset_mapping"][i], spans)
         if eos is not None and len(ids) < max_length:
             ids = ids + [eos]
             fact = None if fact is None else torch.cat([fact, fact.new_zeros(1)])

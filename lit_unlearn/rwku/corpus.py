@@ -141,28 +141,31 @@ def questions(model, tokenizer, name: str, substitute: str | None, settings: Cor
             for q, a, c in zip(picked, own, counter) if a and c and a != c]
 
 
-def swap_name(text: str, name: str, other: str) -> str:
-    """``text`` with ``name``, and its first and last words on their own (``Einstein's``),
-    replaced by ``other``'s."""
-    parts, new = name.split(), other.split()
-    text = text.replace(name, other)
+def name_mentions(text: str, name: str) -> list[tuple[int, int, int | None]]:
+    """``(start, end, part)`` of each mention of ``name`` in ``text``, in order: the full name
+    (``part`` None), and its last (-1) and first (0) words on their own (``Einstein's``)."""
+    found = [(m.start(), m.end(), None) for m in re.finditer(re.escape(name), text)]
+    parts = name.split()
     if len(parts) > 1:
-        for old, repl in ((parts[-1], new[-1]), (parts[0], new[0])):
-            text = re.sub(rf"\b{re.escape(old)}\b", repl, text)
-    return text
+        for part in (-1, 0):
+            found += [(m.start(), m.end(), part) for m in re.finditer(rf"\b{re.escape(parts[part])}\b", text)
+                      if not any(a <= m.start() < b for a, b, _ in found)]
+    return sorted(found)
+
+
+def swap_name(text: str, name: str, other: str) -> str:
+    """``text`` with each :func:`name_mentions` of ``name`` replaced by ``other`` (or its last or
+    first word)."""
+    new, out, at = other.split(), [], 0
+    for start, end, part in name_mentions(text, name):
+        out += [text[at:start], other if part is None else new[part]]
+        at = end
+    return "".join(out) + text[at:]
 
 
 def name_spans(text: str, name: str) -> list[list[int]]:
-    """Character spans ``[start, end]`` of ``name`` in ``text``, and of its first and last words
-    on their own (the mentions :func:`swap_name` replaces), in order."""
-    parts = name.split()
-    words = [name] + ([parts[-1], parts[0]] if len(parts) > 1 else [])
-    spans: list[list[int]] = []
-    for word in words:
-        for m in re.finditer(rf"\b{re.escape(word)}\b", text):
-            if not any(a <= m.start() < b for a, b in spans):
-                spans.append([m.start(), m.end()])
-    return sorted(spans)
+    """Character spans ``[start, end]`` of :func:`name_mentions` of ``name`` in ``text``."""
+    return [[start, end] for start, end, _ in name_mentions(text, name)]
 
 
 def name_swapped(rows: list[dict], copies: int) -> list[dict]:

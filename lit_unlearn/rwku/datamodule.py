@@ -232,15 +232,8 @@ class RWKU(ForgetRetainDataModule):
                 raise ValueError(f"{name}: `refusal_retain` names {unknown}, which have no retain prompts; domains "
                                  f"with some: {sorted(d for d in prompts if prompts[d]['retain'])}")
             self.refusal_retain = {d: prompts[d]["retain"] for d in refusal_retain}
-        if retain_probe_rows is not None:
-            if not retain_probe_levels:
-                raise ValueError(f"{name}: `retain_probe_rows` limits the probes of `retain_probe_levels`, which is "
-                                 "not set")
-            checks.positive_int(name, "retain_probe_rows", retain_probe_rows)
-        self.retain_probes = self._retain_probes(name, retain_probe_levels, forget_rows, retain_corpus)
-        if retain_probe_rows is not None and len(self.retain_probes) > retain_probe_rows:
-            picked = sorted(random.Random(seed).sample(range(len(self.retain_probes)), retain_probe_rows))
-            self.retain_probes = [self.retain_probes[i] for i in picked]
+        self.retain_probes = self._retain_probes(name, retain_probe_levels, retain_probe_rows, forget_rows,
+                                                 retain_corpus)
         self.probe_counts: dict[str, tuple[int, int]] = {}
         self._built = False
         # The corpora do not exist before the start model writes them (in setup); until then the
@@ -249,8 +242,15 @@ class RWKU(ForgetRetainDataModule):
         super().__init__(forget=stand_in, retain=None, eval_sets={}, batch_size=batch_size, max_length=max_length,
                          chat_template=True, **kwargs)
 
-    def _retain_probes(self, name: str, levels: list[str] | None, rows: list[dict], retain_corpus: str) -> list[dict]:
-        """The probes about the retain people at ``levels`` (checked here, before any work)."""
+    def _retain_probes(self, name: str, levels: list[str] | None, limit: int | None, rows: list[dict],
+                       retain_corpus: str) -> list[dict]:
+        """The probes about the retain people at ``levels``, at most ``limit`` (a seeded sample in
+        file order); checked here, before any work."""
+        if limit is not None:
+            if not levels:
+                raise ValueError(f"{name}: `retain_probe_rows` limits the probes of `retain_probe_levels`, which is "
+                                 "not set")
+            checks.positive_int(name, "retain_probe_rows", limit)
         if not levels:
             return []
         if isinstance(levels, str) or not all(lv in ("1", "2", "3") for lv in levels):
@@ -268,6 +268,8 @@ class RWKU(ForgetRetainDataModule):
         if not picked:
             raise ValueError(f"{name}: `retain_probe_levels` {list(levels)}: `forget_probes` has no probes at those "
                              f"levels about the retain people {self.retain_subjects[:10]}")
+        if limit is not None and len(picked) > limit:
+            picked = [picked[i] for i in sorted(random.Random(self.settings.seed).sample(range(len(picked)), limit))]
         return picked
 
     # ---------------------------------------------------------------- building

@@ -8,6 +8,7 @@ from lit_unlearn.callbacks import (
     DualVariable,
     GradientProjection,
     LogProgress,
+    NullSpaceProjection,
     RelearningProbe,
     RunSummary,
     SavePretrained,
@@ -51,10 +52,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AltPO", "BLURSuite", "CEU", "CodeLeak", "CodeLeakSuite", "ConstrainedEntropic", "DUSKSuite", "DuskDocuments",
-    "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly",
-    "FictitiousPeople", "FineTune", "ForgetRetainDataModule", "GeneralReplay", "GradAscent", "GradDiff",
-    "GradientProjection", "ICU", "IdkDPO", "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "ModHiFi", "NPO",
-    "Objectives", "REGLU", "RMU", "RULE", "RWKU", "RWKUSuite", "RefusalSuite", "RelearningProbe", "RunSummary", "SRMU",
-    "SatImp", "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite",
-    "TradeOffCurves", "UNDIAL", "UnlearningModule", "WGA", "load_causal_lm", "load_tokenizer",
+    "DataAttributionWeights", "DivergenceGuard", "DualVariable", "EvaluateOnly", "FictitiousPeople", "FineTune",
+    "ForgetRetainDataModule", "GeneralReplay", "GradAscent", "GradDiff", "GradientProjection", "ICU", "IdkDPO",
+    "IdkNLL", "KFADE", "LogProgress", "MUSESuite", "ModHiFi", "NPO", "NullSpaceProjection", "Objectives", "REGLU",
+    "RMU", "RULE", "RWKU", "RWKUSuite", "RefusalSuite", "RelearningProbe", "RunSummary", "SRMU", "SatImp",
+    "SavePretrained", "SelectiveAmnesia", "SimNPO", "StabilityGap", "SuiteEvaluation", "TOFUSuite", "TradeOffCurves",
+    "UNDIAL", "UnlearningModule", "WGA", "load_causal_lm", "load_tokenizer",
 ]

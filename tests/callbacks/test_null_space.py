@@ -8,20 +8,19 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from lit_unlearn import RMU
-from lit_unlearn.callbacks.null_space import NullSpaceProjection, principal_projector
+from lit_unlearn.callbacks.null_space import NullSpaceProjection, principal_basis
 from tests.helpers import adamw
-from tests.helpers.training import first_batch, fit_quick
+from tests.helpers.training import first_batch, fit_quick, quiet_trainer, tiny_data
 
 
-def test_principal_projector_by_hand():
+def test_principal_basis_by_hand():
     q, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     cov = q @ torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64)) @ q.T
-    p, k = principal_projector(cov, 0.7)  # 4 + 3 = 70% of the trace 10
-    assert k == 2
-    assert torch.allclose(p, q[:, 2:] @ q[:, 2:].T, atol=1e-10)
-    assert principal_projector(cov, 0.71)[1] == 3
-    p0, k0 = principal_projector(cov, 0.0)
-    assert k0 == 0 and torch.equal(p0, torch.eye(4, dtype=torch.float64))
+    u = principal_basis(cov, 0.69)  # 4 + 3 = 70% of the trace 10
+    assert u.shape == (4, 2)
+    assert torch.allclose(u @ u.T, q[:, :2] @ q[:, :2].T, atol=1e-10)
+    assert principal_basis(cov, 0.71).shape == (4, 3)
+    assert principal_basis(cov, 0.0).shape == (4, 0)
 
 
 def _start_inputs_cov(path: str, names: list[str]) -> dict[str, torch.Tensor]:
@@ -49,7 +48,7 @@ def test_weights_change_only_off_the_retain_subspace(tiny_subject):
     ns = NullSpaceProjection(energy=0.9)
     module = _rmu(tiny_subject)
     fit_quick(module, steps=4, callbacks=[ns])
-    names = sorted(ns.projectors)
+    names = sorted(ns.bases)
     assert names == ["model.model.layers.0.mlp.down_proj", "model.model.layers.1.mlp.down_proj"]
     start = AutoModelForCausalLM.from_pretrained(tiny_subject).state_dict()
     cov = _start_inputs_cov(tiny_subject, names)
@@ -58,7 +57,7 @@ def test_weights_change_only_off_the_retain_subspace(tiny_subject):
         assert torch.equal(ns.reference[name], w0)
         delta = (dict(module.named_parameters())[name + ".weight"].detach() - w0).double()
         assert delta.norm() > 1e-3  # it trained
-        p = ns.projectors[name].double()
+        p = torch.eye(len(cov[name]), dtype=torch.float64) - ns.bases[name].double() @ ns.bases[name].double().T
         assert (delta - delta @ p).norm() / delta.norm() < 1e-5  # the change lies in the null space, exactly
         # the frozen subspace is the top of the retain inputs' covariance, computed here independently
         values, vectors = torch.linalg.eigh(cov[name])
@@ -93,22 +92,41 @@ def test_bad_arguments_and_layers():
     with pytest.raises(ValueError, match="max_batches"):
         NullSpaceProjection(max_batches=0)
     ns = NullSpaceProjection()
-    with pytest.raises(ValueError, match=r"fc.bias trains, and a bias changes the output for every input"):
-        ns._trained_layers(nn.ModuleDict({"fc": nn.Linear(3, 2)}))
-    lora = nn.ModuleDict({"lora_A": nn.Linear(3, 2, bias=False)})
-    with pytest.raises(ValueError, match="lora_A is a LoRA adapter"):
-        ns._trained_layers(lora)
-    frozen = nn.ModuleDict({"fc": nn.Linear(3, 2, bias=False).requires_grad_(False)})
-    with pytest.raises(ValueError, match="trains no nn.Linear weight"):
-        ns._trained_layers(frozen)
+
+    def layers(module):
+        return ns.trained_layers(module, torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=1))
+
+    assert list(layers(nn.ModuleDict({"fc": nn.Linear(3, 2, bias=False)}))) == ["fc"]
+    with pytest.raises(ValueError, match=r"the optimizer also trains \['fc.bias'\], which are not full nn.Linear"):
+        layers(nn.ModuleDict({"fc": nn.Linear(3, 2)}))
+    with pytest.raises(ValueError, match=r"also trains \['lora_A.weight'\]"):
+        layers(nn.ModuleDict({"lora_A": nn.Linear(3, 2, bias=False)}))
+    with pytest.raises(ValueError, match=r"also trains \['norm.weight'\]"):
+        layers(nn.ModuleDict({"fc": nn.Linear(3, 2, bias=False), "norm": nn.LayerNorm(2, bias=False)}))
+    with pytest.raises(ValueError, match="optimizer trains no nn.Linear weight"):
+        ns.trained_layers(nn.ModuleDict({"fc": nn.Linear(3, 2, bias=False)}), torch.optim.SGD([nn.Parameter(
+            torch.zeros(1))], lr=1))
 
 
-def test_state_dict_round_trip(tiny_subject):
-    ns = NullSpaceProjection(energy=0.5)
-    fit_quick(_rmu(tiny_subject), steps=1, callbacks=[ns])
-    again = NullSpaceProjection(energy=0.5)
-    again.load_state_dict(ns.state_dict())
-    assert again.frozen_dims == ns.frozen_dims
-    for name in ns.projectors:
-        assert torch.equal(again.projectors[name], ns.projectors[name].cpu())
-        assert torch.equal(again.reference[name], ns.reference[name].cpu())
+def test_resume_keeps_the_start_weights_and_bases(tiny_subject, tmp_path):
+    """Two steps, a checkpoint, two more from it: the constraint is the first run's, not one
+    recomputed from the moved weights, and the change still lies in its null space."""
+    from lightning.pytorch import seed_everything
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    seed_everything(0, verbose=False)
+    first = NullSpaceProjection(energy=0.9)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1)
+    quiet_trainer(max_steps=2, callbacks=[first, ckpt], enable_checkpointing=True, limit_val_batches=0).fit(
+        _rmu(tiny_subject), datamodule=tiny_data(eval_sets=["forget"]))
+    again = NullSpaceProjection(energy=0.9)
+    module = _rmu(tiny_subject)
+    quiet_trainer(max_steps=4, callbacks=[again], limit_val_batches=0).fit(
+        module, datamodule=tiny_data(eval_sets=["forget"]), ckpt_path=str(tmp_path / "epoch=0-step=2.ckpt"))
+    start = AutoModelForCausalLM.from_pretrained(tiny_subject).state_dict()
+    for name, u in first.bases.items():
+        assert torch.equal(again.bases[name].cpu(), u.cpu())
+        w0 = start[name.removeprefix("model.") + ".weight"]
+        assert torch.equal(again.reference[name].cpu(), w0)
+        delta = dict(module.named_parameters())[name + ".weight"].detach() - w0
+        assert delta.norm() > 1e-3 and (delta @ u).norm() / delta.norm() < 1e-5

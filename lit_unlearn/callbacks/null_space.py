@@ -80,8 +80,8 @@ class NullSpaceProjection(Callback):
                              "projects; use one device or DDP")
         retain = getattr(trainer.datamodule, "retain_records", None) if trainer.datamodule is not None else None
         if retain is None:
-            raise ValueError("NullSpaceProjection: the datamodule has no retain set; the null space is taken from "
-                             "the retain data's inputs to the trained layers")
+            raise checks.incompatible("NullSpaceProjection", pl_module, "the datamodule has no retain set, and the "
+                                      "null space is taken from the retain data's inputs to the trained layers")
 
     def trained_layers(self, pl_module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, nn.Linear]:
         """The ``nn.Linear`` modules whose weights ``optimizer`` trains; refuses any other trained parameter."""
@@ -93,12 +93,12 @@ class NullSpaceProjection(Callback):
                 handled.add(id(module.weight))
         other = [n for n, p in pl_module.named_parameters() if id(p) in trained - handled]
         if other:
-            raise ValueError(f"NullSpaceProjection: the optimizer also trains {other[:4]}"
-                             f"{' ...' if len(other) > 4 else ''}, which are not full nn.Linear weights (a bias, norm, "
-                             "embedding or LoRA adapter changes outputs whatever the input); train only linear "
-                             "weights (e.g. RMU's `trainable` patterns)")
+            raise checks.incompatible("NullSpaceProjection", pl_module, f"the optimizer also trains {other[:4]}"
+                                      f"{' ...' if len(other) > 4 else ''}, which are not full nn.Linear weights (a "
+                                      "bias, norm, embedding or LoRA adapter changes outputs whatever the input); "
+                                      "train only linear weights (e.g. RMU's `trainable` patterns)")
         if not layers:
-            raise ValueError(f"NullSpaceProjection: {type(pl_module).__name__}'s optimizer trains no nn.Linear weight")
+            raise checks.incompatible("NullSpaceProjection", pl_module, "its optimizer trains no nn.Linear weight")
         return layers
 
     @torch.no_grad()
@@ -144,8 +144,9 @@ class NullSpaceProjection(Callback):
         return {n: trainer.strategy.reduce(c, reduce_op="sum") for n, c in cov.items()}
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.optimizers:
-            raise ValueError(f"NullSpaceProjection: {type(pl_module).__name__} has no optimizer; nothing to project")
+        if len(trainer.optimizers) != 1:
+            raise checks.incompatible("NullSpaceProjection", pl_module, f"it needs exactly one optimizer, got "
+                                      f"{len(trainer.optimizers)}")
         optimizer = trainer.optimizers[0]
         self._layers = self.trained_layers(pl_module, optimizer)
         if not self._restored:  # a resumed run brings its bases and start weights in its state_dict
@@ -154,7 +155,8 @@ class NullSpaceProjection(Callback):
             self.reference = {n: m.weight.detach().float().clone() for n, m in self._layers.items()}
         missing = sorted(set(self._layers) - set(self.bases))
         if missing:
-            raise ValueError(f"NullSpaceProjection: the restored state has no basis for {missing}")
+            raise checks.incompatible("NullSpaceProjection", pl_module,
+                                      f"the restored state has no basis for {missing}")
         for name, module in self._layers.items():
             device = module.weight.device
             self.bases[name] = self.bases[name].to(device, torch.float32)

@@ -97,7 +97,8 @@ def test_bad_arguments_and_layers():
         return ns.trained_layers(module, torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=1))
 
     assert list(layers(nn.ModuleDict({"fc": nn.Linear(3, 2, bias=False)}))) == ["fc"]
-    with pytest.raises(ValueError, match=r"the optimizer also trains \['fc.bias'\], which are not full nn.Linear"):
+    with pytest.raises(ValueError, match=r"NullSpaceProjection cannot be used with ModuleDict: the optimizer also "
+                                         r"trains \['fc.bias'\], which are not full nn.Linear"):
         layers(nn.ModuleDict({"fc": nn.Linear(3, 2)}))
     with pytest.raises(ValueError, match=r"also trains \['lora_A.weight'\]"):
         layers(nn.ModuleDict({"lora_A": nn.Linear(3, 2, bias=False)}))

@@ -19,6 +19,7 @@ from lit_unlearn import (
     DivergenceGuard,
     DualVariable,
     GradientProjection,
+    NullSpaceProjection,
     RelearningProbe,
     StabilityGap,
     SuiteEvaluation,
@@ -41,6 +42,7 @@ CALLBACKS: dict[str, Callable[[], object]] = {
     "TradeOffCurves": lambda: TradeOffCurves(),
     "SuiteEvaluation": lambda: SuiteEvaluation(every_n_steps=1, suite=TOFUSuite(max_new_tokens=4, progress=False)),
     "DivergenceGuard": lambda: DivergenceGuard(floors={"retain/fact_acc": 0.0}),
+    "NullSpaceProjection": lambda: NullSpaceProjection(energy=0.9),
 }
 
 QUIET_ARGS = ["--trainer.max_steps=2", "--trainer.logger=false", "--trainer.enable_checkpointing=false",

@@ -1,6 +1,6 @@
-"""NullSpaceProjection: the projector by hand, trained weights that change only off the retain
-inputs' principal subspace (checked against an independent covariance), less retain drift than
-the same run without it, and clear errors."""
+"""NullSpaceProjection: the basis by hand, trained weights that change only off the retain
+inputs' principal subspace (checked against an independent covariance, also for `max_batches`),
+less retain drift than the same run without it, resume, and clear errors."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from lit_unlearn import RMU
 from lit_unlearn.callbacks.null_space import NullSpaceProjection, principal_basis
 from tests.helpers import adamw
-from tests.helpers.training import first_batch, fit_quick, quiet_trainer, tiny_data
+from tests.helpers.training import first_batch, fit, fit_quick, quiet_trainer, tiny_data
 
 
 def test_principal_basis_by_hand():
@@ -23,10 +23,11 @@ def test_principal_basis_by_hand():
     assert principal_basis(cov, 0.0).shape == (4, 0)
 
 
-def _start_inputs_cov(path: str, names: list[str]) -> dict[str, torch.Tensor]:
-    """Σ x xᵀ of each named layer's inputs over the retain set's real tokens, start model, float64."""
+def _start_inputs_cov(path: str, names: list[str], batch_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Σ x xᵀ of each named layer's inputs over the real tokens of the retain set (or its first
+    ``batch_size`` rows), start model, float64."""
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    batch = first_batch("retain")
+    batch = first_batch("retain", batch_size=batch_size)
     mask = batch["attention_mask"].bool()
     cov = {}
     modules = dict(model.named_modules())
@@ -69,6 +70,21 @@ def test_weights_change_only_off_the_retain_subspace(tiny_subject):
         assert (u.T @ p).norm() / k ** 0.5 < 1e-5  # P removes them ...
         assert abs(torch.trace(p) - (len(values) - k)) < 1e-4  # ... and nothing else
         assert (delta @ u).norm() / delta.norm() < 1e-5
+
+
+def test_max_batches_reads_only_the_first_retain_batches(tiny_subject):
+    ns = NullSpaceProjection(energy=0.9, max_batches=1)
+    fit(_rmu(tiny_subject), tiny_data(eval_sets=["forget"], eval_batch_size=8), steps=1, callbacks=[ns],
+        limit_val_batches=0)
+    first, every = (_start_inputs_cov(tiny_subject, sorted(ns.bases), b) for b in (8, None))
+    assert len(first_batch("retain")["input_ids"]) > 8
+    for name, u in ns.bases.items():
+        frozen = u.double() @ u.double().T
+        for cov, close in ((first[name], True), (every[name], False)):
+            values, vectors = torch.linalg.eigh(cov)
+            v = vectors.flip(1)[:, : int((values.flip(0).cumsum(0) < 0.9 * values.sum()).sum()) + 1]
+            same = v.shape == u.shape and (frozen - v @ v.T).norm() < 1e-4
+            assert same == close, name
 
 
 def test_less_retain_drift_than_without_it(tiny_subject):
